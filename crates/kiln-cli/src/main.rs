@@ -1,0 +1,209 @@
+//! The `kiln` command: SQL over a data lake, executed on Ballista.
+//!
+//! `kiln sql` runs one-shot statements or an interactive REPL; `kiln run`
+//! runs a SQL script with `${param}` substitution. Exit code 0 means every
+//! statement succeeded; 1 means a statement (or the setup) failed; 2 means the
+//! command line was invalid.
+
+mod output;
+mod repl;
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use kiln_sql::parser::{parse_param, substitute_params};
+use kiln_sql::{resolve_path, KilnSession, SessionOptions};
+
+use crate::output::{OutputFormat, Printer};
+
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about = "SQL over a data lake, executed on Ballista")]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct GlobalArgs {
+    /// The lake directory: tables and Kiln's metadata (`_kiln/`).
+    #[arg(long, global = true, env = "KILN_LAKE", default_value = "./lake", value_name = "DIR")]
+    lake: PathBuf,
+    /// Submit to a Ballista cluster instead of the embedded one.
+    #[arg(long, global = true, value_name = "df://HOST:PORT")]
+    cluster: Option<String>,
+    /// Print only query results (no status lines).
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run SQL: one-shot with -c or -f, from stdin, or an interactive REPL.
+    Sql {
+        /// SQL to run (statements separated by `;`).
+        #[arg(short = 'c', long = "command", value_name = "SQL", conflicts_with = "file")]
+        command: Option<String>,
+        /// A file of SQL statements to run.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// How query results are printed.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+    /// Run a SQL script, substituting `${key}` parameters; stops at the first failing statement.
+    Run {
+        /// The script.
+        file: PathBuf,
+        /// A parameter for `${key}` in the script (repeatable).
+        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+        /// How query results are printed.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Ballista's embedded scheduler and executor run as background tasks; do
+    // not wait for them on the way out.
+    runtime.shutdown_background();
+    code
+}
+
+fn init_logging() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("off"))
+        .format_timestamp_millis()
+        .init();
+    if std::env::var_os("KILN_DEBUG").is_none() {
+        // Panics are caught per statement and reported as errors; keep the
+        // raw panic text out of the user's terminal unless debugging.
+        std::panic::set_hook(Box::new(|info| log::error!("panic: {info}")));
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let options = SessionOptions {
+        lake: resolve_path(&cli.global.lake),
+        cluster: cli.global.cluster.clone(),
+        target_partitions: None,
+    };
+    match cli.command {
+        Command::Sql {
+            command,
+            file,
+            format,
+        } => {
+            let printer = Printer::new(format, cli.global.quiet);
+            let script = match (command, file) {
+                (Some(sql), _) => Some(sql),
+                (None, Some(path)) => match std::fs::read_to_string(&path) {
+                    Ok(text) => Some(text),
+                    Err(e) => return fail(format!("cannot read '{}': {e}", path.display())),
+                },
+                (None, None) if std::io::stdin().is_terminal() => None,
+                (None, None) => {
+                    let mut text = String::new();
+                    if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+                        return fail(format!("cannot read SQL from stdin: {e}"));
+                    }
+                    Some(text)
+                }
+            };
+            let session = match open(options, &printer).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match script {
+                Some(script) => run_script(&session, &script, &printer).await,
+                None => repl::run(&session, &printer).await,
+            }
+        }
+        Command::Run {
+            file,
+            params,
+            format,
+        } => {
+            let printer = Printer::new(format, cli.global.quiet);
+            let text = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(e) => return fail(format!("cannot read script '{}': {e}", file.display())),
+            };
+            let params: HashMap<String, String> = params.into_iter().collect();
+            let script = match substitute_params(&text, &params) {
+                Ok(s) => s,
+                Err(e) => return fail(format!("{}: {}", file.display(), strip_kind(&e))),
+            };
+            let session = match open(options, &printer).await {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            run_script(&session, &script, &printer).await
+        }
+    }
+}
+
+async fn open(options: SessionOptions, printer: &Printer) -> Result<KilnSession, ExitCode> {
+    match KilnSession::open(options).await {
+        Ok(session) => {
+            for warning in session.take_warnings() {
+                printer.warn(&warning);
+            }
+            Ok(session)
+        }
+        Err(e) => Err(fail(strip_kind(&e))),
+    }
+}
+
+async fn run_script(session: &KilnSession, script: &str, printer: &Printer) -> ExitCode {
+    let outcome = session
+        .execute_script(script, |_, result| printer.print(&result))
+        .await;
+    match outcome {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(format!(
+            "statement at line {} failed: {}\n  statement: {}",
+            e.line,
+            strip_kind(&e.error),
+            e.statement.lines().next().unwrap_or_default()
+        )),
+    }
+}
+
+/// DataFusion prefixes errors with their kind ("Error during planning: ");
+/// users need the message, the kind is noise. Internal errors keep their
+/// "please report" text.
+pub fn strip_kind(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    for prefix in [
+        "Error during planning: ",
+        "Execution error: ",
+        "This feature is not implemented: ",
+        "External error: ",
+        "Invalid or Unsupported Configuration: ",
+    ] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    text
+}
+
+fn fail(message: String) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::FAILURE
+}

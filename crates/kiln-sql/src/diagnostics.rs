@@ -1,0 +1,333 @@
+//! Turning raw errors into ones that say what is wrong and how to fix it:
+//! syntax errors with their position, unknown tables with the known ones,
+//! malformed CSV/JSON rows with their file and line.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::listing::ListingTable;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+use crate::session::{resolve_path, KilnSession};
+
+/// Rewrites a parser error as `syntax error: <what>, found: <token> at Line: L, Column: C`.
+pub fn syntax_error(e: DataFusionError) -> DataFusionError {
+    match e {
+        DataFusionError::SQL(err, _) => {
+            let message = match *err {
+                ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
+                ParserError::RecursionLimitExceeded => {
+                    "statement nested too deeply (recursion limit exceeded)".to_string()
+                }
+            };
+            DataFusionError::Plan(format!("syntax error: {message}"))
+        }
+        other => other,
+    }
+}
+
+/// Makes every `LOCATION` of a `CREATE EXTERNAL TABLE` absolute (relative
+/// paths are relative to the working directory) and returns the statement's
+/// text with the new locations, for the catalog.
+pub fn absolute_locations(sql: &str, locations: &mut [String]) -> Result<String> {
+    let mut replacements = Vec::new();
+    for location in locations.iter_mut() {
+        if !location.contains("://") {
+            let absolute = resolve_path(Path::new(location.as_str()));
+            let mut text = absolute.display().to_string();
+            if location.ends_with('/') && !text.ends_with('/') {
+                text.push('/');
+            }
+            replacements.push((location.clone(), text.clone()));
+            *location = text;
+        }
+    }
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|e| DataFusionError::Plan(format!("syntax error: {e}")))?;
+    let mut after_location = false;
+    let mut out = String::with_capacity(sql.len());
+    for token in tokens {
+        let token = match token {
+            Token::SingleQuotedString(s) if after_location => {
+                let replaced = replacements
+                    .iter()
+                    .find(|(from, _)| *from == s)
+                    .map(|(_, to)| to.clone())
+                    .unwrap_or(s);
+                Token::SingleQuotedString(replaced)
+            }
+            other => other,
+        };
+        match &token {
+            Token::Word(w) if w.value.eq_ignore_ascii_case("location") => after_location = true,
+            Token::Word(_) => after_location = false,
+            _ => {}
+        }
+        out.push_str(&token.to_string());
+    }
+    Ok(out.trim().to_string())
+}
+
+/// `; known tables: a, b (did you mean 'x'?)` for an unknown table `name`.
+pub fn known_tables_hint(name: &str, known: &[String]) -> String {
+    if known.is_empty() {
+        return "; the lake has no tables yet (CREATE TABLE ... AS or CREATE EXTERNAL TABLE)"
+            .to_string();
+    }
+    let suggestion = known
+        .iter()
+        .map(|k| (edit_distance(&k.to_lowercase(), &name.to_lowercase()), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| format!(" (did you mean '{k}'?)"))
+        .unwrap_or_default();
+    format!("; known tables: {}{suggestion}", known.join(", "))
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Adds what the user needs to fix `err`: known tables for an unknown table,
+/// file and line for a malformed CSV/JSON row in any of `tables`.
+pub async fn explain(err: DataFusionError, session: &KilnSession, tables: &[String]) -> DataFusionError {
+    let message = err.to_string();
+    if let Some(name) = unknown_table(&message) {
+        if !message.contains("known tables") {
+            let hint = known_tables_hint(&name, &session.table_names());
+            return DataFusionError::Plan(format!("table '{name}' not found{hint}"));
+        }
+    }
+    if looks_like_malformed_row(&message) {
+        for table in tables {
+            if let Some(located) = locate_malformed_row(session, table).await {
+                return DataFusionError::Execution(format!(
+                    "malformed row in table '{table}': {located}"
+                ));
+            }
+        }
+    }
+    err
+}
+
+fn unknown_table(message: &str) -> Option<String> {
+    let start = message.find("table '")? + "table '".len();
+    let rest = &message[start..];
+    let end = rest.find("' not found")?;
+    let qualified = &rest[..end];
+    Some(qualified.rsplit('.').next().unwrap_or(qualified).to_string())
+}
+
+fn looks_like_malformed_row(message: &str) -> bool {
+    ["Csv error", "Json error", "Error while parsing value", "Parser error", "incorrect number of fields", "unequal lengths"]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
+/// Re-reads a CSV/JSON table's files one by one, in order, to name the first
+/// file and line that fail to parse with the table's schema.
+async fn locate_malformed_row(session: &KilnSession, table: &str) -> Option<String> {
+    let provider = session.context().table_provider(table).await.ok()?;
+    let listing = provider.downcast_ref::<ListingTable>()?;
+    let options = listing.options();
+    let partition_cols: Vec<&String> = options.table_partition_cols.iter().map(|(n, _)| n).collect();
+    let file_schema = Arc::new(Schema::new(
+        provider
+            .schema()
+            .fields()
+            .iter()
+            .filter(|f| !partition_cols.contains(&f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
+    let files: Vec<PathBuf> = listing
+        .table_paths()
+        .iter()
+        .flat_map(|url| list_files(Path::new(url.prefix().as_ref() as &str), &options.file_extension))
+        .collect();
+    let format = options.format.as_ref();
+    for file in files {
+        let problem = if let Some(csv) = format.downcast_ref::<CsvFormat>() {
+            check_csv(&file, &file_schema, csv)
+        } else if format.downcast_ref::<JsonFormat>().is_some() {
+            check_json(&file, &file_schema)
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Some(format!("file '{}', {problem}", file.display()));
+        }
+    }
+    None
+}
+
+fn list_files(prefix: &Path, extension: &str) -> Vec<PathBuf> {
+    let root = if prefix.is_absolute() {
+        prefix.to_path_buf()
+    } else {
+        Path::new("/").join(prefix)
+    };
+    if root.is_file() {
+        return vec![root];
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(extension) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn check_csv(file: &Path, schema: &SchemaRef, format: &CsvFormat) -> Option<String> {
+    use datafusion::arrow::csv::ReaderBuilder;
+    let options = format.options();
+    let has_header = options.has_header.unwrap_or(true);
+    let reader = ReaderBuilder::new(Arc::clone(schema))
+        .with_header(has_header)
+        .with_delimiter(options.delimiter)
+        .with_quote(options.quote)
+        .with_batch_size(4096)
+        .build(File::open(file).ok()?)
+        .ok()?;
+    for batch in reader {
+        if let Err(e) = batch {
+            let message = e.to_string();
+            return Some(match csv_line(&message) {
+                Some(record) => {
+                    let line = record + usize::from(has_header);
+                    format!("line {line}: {}", strip_line_suffix(&message))
+                }
+                None => message,
+            });
+        }
+    }
+    None
+}
+
+/// The 1-based record number arrow reports in "... at line N ...".
+fn csv_line(message: &str) -> Option<usize> {
+    let start = message.find("at line ")? + "at line ".len();
+    let digits: String = message[start..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+fn strip_line_suffix(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => {
+            let rest = &message[i + " at line ".len()..];
+            let tail: String = rest.chars().skip_while(char::is_ascii_digit).collect();
+            format!("{}{}", &message[..i], tail)
+        }
+        None => message.to_string(),
+    }
+}
+
+fn check_json(file: &Path, schema: &SchemaRef) -> Option<String> {
+    use datafusion::arrow::json::ReaderBuilder;
+    let reader = BufReader::new(File::open(file).ok()?);
+    let mut decoder = ReaderBuilder::new(Arc::clone(schema)).build_decoder().ok()?;
+    for (index, line) in reader.lines().enumerate() {
+        let line = line.ok()?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let outcome = decoder
+            .decode(line.as_bytes())
+            .and_then(|_| decoder.decode(b"\n"))
+            .and_then(|_| decoder.flush());
+        if let Err(e) = outcome {
+            return Some(format!("line {}: {e}", index + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_table_name_is_extracted() {
+        assert_eq!(
+            unknown_table("Error during planning: table 'datafusion.public.ordrs' not found"),
+            Some("ordrs".to_string())
+        );
+        assert_eq!(unknown_table("something else"), None);
+    }
+
+    #[test]
+    fn hint_lists_known_tables_and_suggests_the_nearest() {
+        let known = vec!["customers".to_string(), "orders".to_string()];
+        let hint = known_tables_hint("ordrs", &known);
+        assert!(hint.contains("known tables: customers, orders"), "{hint}");
+        assert!(hint.contains("did you mean 'orders'"), "{hint}");
+        assert!(!known_tables_hint("zzzzzzzz", &known).contains("did you mean"));
+    }
+
+    #[test]
+    fn relative_locations_become_absolute_in_the_stored_ddl() {
+        let sql = "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION 'data/t.csv' OPTIONS ('format.has_header' 'true')";
+        let mut locations = vec!["data/t.csv".to_string()];
+        let ddl = absolute_locations(sql, &mut locations).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        let expected = cwd.join("data/t.csv").display().to_string();
+        assert_eq!(locations[0], expected);
+        assert!(ddl.contains(&format!("LOCATION '{expected}'")), "{ddl}");
+        assert!(ddl.contains("'format.has_header' 'true'"), "{ddl}");
+    }
+
+    #[test]
+    fn csv_errors_name_the_physical_line() {
+        use datafusion::arrow::datatypes::{DataType, Field};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.csv");
+        std::fs::write(&file, "a,b\n1,x\n2,y\nthree,z\n4,w\n").unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let problem = check_csv(&file, &schema, &CsvFormat::default().with_has_header(true)).unwrap();
+        assert!(problem.starts_with("line 4:"), "{problem}");
+        assert!(problem.contains("three"), "{problem}");
+    }
+
+    #[test]
+    fn json_errors_name_the_line() {
+        use datafusion::arrow::datatypes::{DataType, Field};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.json");
+        std::fs::write(&file, "{\"a\": 1}\n{\"a\": 2}\n{\"a\": \"x\"}\n").unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let problem = check_json(&file, &schema).unwrap();
+        assert!(problem.starts_with("line 3:"), "{problem}");
+    }
+}

@@ -1,0 +1,39 @@
+//! Kiln's SQL layer: a lake of Parquet and raw files, queried and written
+//! with SQL that always runs as Ballista jobs.
+//!
+//! ```text
+//! script ──parser──▶ statements ──KilnSession──▶ DataFusion logical plan
+//!                                        │
+//!      lake catalog (_kiln/catalog.json) ┤  CREATE TABLE AS / INSERT: staged Parquet,
+//!                                        │  published atomically as a new snapshot
+//!                                        ▼
+//!                    Ballista scheduler + executors (embedded by default)
+//! ```
+//! [`KilnSession`] is the entry point: it opens a [`lake::Lake`], starts an
+//! embedded Ballista cluster with [`kiln_session_config`], registers the lake's
+//! tables, and executes statements one by one ([`KilnSession::execute`]) or as
+//! a script ([`KilnSession::execute_script`], split by [`parser::split_statements`]).
+//! Errors are DataFusion errors, rewritten by [`diagnostics`] to name the
+//! statement position, table, file or line at fault.
+//!
+//! This crate never depends on the kernels or ML crates' internals the other
+//! way round: kernels and ML stay free of DataFusion.
+//!
+//! ```no_run
+//! # async fn demo() -> datafusion::error::Result<()> {
+//! use kiln_sql::{KilnSession, SessionOptions};
+//! let session = KilnSession::open(SessionOptions::new("./lake")).await?;
+//! session.execute("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b')").await?;
+//! let result = session.execute("SELECT count(*) FROM t").await?;
+//! assert_eq!(result.row_count(), 1);
+//! # Ok(()) }
+//! ```
+
+pub mod diagnostics;
+pub mod lake;
+pub mod parser;
+mod session;
+
+pub use session::{
+    kiln_session_config, resolve_path, KilnSession, ScriptError, SessionOptions, StatementResult,
+};

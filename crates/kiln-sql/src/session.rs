@@ -1,0 +1,710 @@
+//! [`KilnSession`]: one connection to a lake, executing statements through Ballista.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::TableReference;
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::{
+    CreateMemoryTable, DdlStatement, DmlStatement, DropTable, LogicalPlan, WriteOp,
+};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{HiveDistributionStyle, Statement as SQLStatement};
+use futures::FutureExt;
+
+use crate::diagnostics;
+use crate::lake::{validate_table_name, ExternalTable, Lake, LakeError, ManagedTable, TableEntry};
+use crate::parser::{split_statements, ScriptStatement};
+
+/// How to open a [`KilnSession`].
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// The lake directory (created if missing).
+    pub lake: PathBuf,
+    /// `df://host:port` of a Ballista scheduler; `None` runs an embedded cluster.
+    pub cluster: Option<String>,
+    /// Partitions per stage; defaults to the number of cores.
+    pub target_partitions: Option<usize>,
+}
+
+impl SessionOptions {
+    pub fn new(lake: impl Into<PathBuf>) -> Self {
+        Self {
+            lake: lake.into(),
+            cluster: None,
+            target_partitions: None,
+        }
+    }
+}
+
+/// What one statement produced: rows for queries, a status line for the rest.
+#[derive(Debug, Clone)]
+pub struct StatementResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// Set for statements that change the lake ("created table t (42 rows)").
+    pub message: Option<String>,
+}
+
+impl StatementResult {
+    fn rows(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Self {
+            schema,
+            batches,
+            message: None,
+        }
+    }
+
+    fn message(message: impl Into<String>) -> Self {
+        Self {
+            schema: Arc::new(Schema::empty()),
+            batches: vec![],
+            message: Some(message.into()),
+        }
+    }
+
+    /// Whether the statement returns a result set (a query, SHOW, DESCRIBE, EXPLAIN).
+    pub fn has_rows(&self) -> bool {
+        self.message.is_none()
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// A statement of a script that failed, with its position.
+#[derive(Debug)]
+pub struct ScriptError {
+    pub line: u64,
+    pub column: u64,
+    pub statement: String,
+    pub error: DataFusionError,
+}
+
+impl std::fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "error in statement at line {}: {}\n  statement: {}",
+            self.line,
+            self.error,
+            first_line(&self.statement)
+        )
+    }
+}
+
+fn first_line(sql: &str) -> String {
+    let line = sql.lines().next().unwrap_or_default();
+    if sql.lines().nth(1).is_some() {
+        format!("{line} ...")
+    } else {
+        line.to_string()
+    }
+}
+
+/// The session configuration shared by every Kiln process (client, scheduler,
+/// executors): Ballista's settings plus Kiln's.
+pub fn kiln_session_config(target_partitions: Option<usize>) -> SessionConfig {
+    let partitions = target_partitions.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    SessionConfig::new_with_ballista()
+        .with_information_schema(true)
+        .with_target_partitions(partitions)
+        .set_usize("ballista.standalone.parallelism", partitions)
+}
+
+/// A connection to a lake. Every query runs as a Ballista job: on an embedded
+/// in-process scheduler and executor by default.
+pub struct KilnSession {
+    ctx: SessionContext,
+    lake: Lake,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl KilnSession {
+    /// Opens the lake and starts (or connects to) Ballista, registering every
+    /// table of the lake's catalog.
+    pub async fn open(options: SessionOptions) -> Result<Self> {
+        if let Some(url) = &options.cluster {
+            return Err(DataFusionError::NotImplemented(format!(
+                "cluster mode (--cluster {url}) is not yet available in this version of Kiln; \
+                 omit --cluster to run on the embedded cluster"
+            )));
+        }
+        let lake = Lake::open(&options.lake).map_err(lake_error)?;
+        let config = kiln_session_config(options.target_partitions);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::standalone_with_state(state).await?;
+        let session = Self {
+            ctx,
+            lake,
+            warnings: Mutex::new(vec![]),
+        };
+        session.register_catalog().await?;
+        Ok(session)
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// Warnings collected since the last call (e.g. external tables whose files vanished).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn dialect(&self) -> String {
+        self.ctx
+            .state()
+            .config_options()
+            .sql_parser
+            .dialect
+            .to_string()
+    }
+
+    async fn register_catalog(&self) -> Result<()> {
+        let catalog = self.lake.catalog().map_err(lake_error)?;
+        for (name, entry) in &catalog.tables {
+            match entry {
+                TableEntry::Managed(managed) => {
+                    let provider = self.managed_provider(name, managed)?;
+                    self.ctx.register_table(name.as_str(), provider)?;
+                }
+                TableEntry::External(external) => {
+                    if let Err(e) = self.ctx.sql(&external.ddl).await {
+                        self.warn(format!(
+                            "external table '{name}' could not be registered ({e}); \
+                             fix its files or DROP TABLE {name}"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn warn(&self, message: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(message);
+    }
+
+    /// Splits `script` into statements and runs them in order, handing each
+    /// result to `on_result`; stops at the first failing statement.
+    pub async fn execute_script(
+        &self,
+        script: &str,
+        mut on_result: impl FnMut(&ScriptStatement, StatementResult),
+    ) -> std::result::Result<usize, ScriptError> {
+        let statements = split_statements(script, &self.dialect()).map_err(|error| ScriptError {
+            line: 1,
+            column: 1,
+            statement: String::new(),
+            error,
+        })?;
+        for statement in &statements {
+            let result = self
+                .execute(&statement.positioned_sql())
+                .await
+                .map_err(|error| ScriptError {
+                    line: statement.line,
+                    column: statement.column,
+                    statement: statement.text.clone(),
+                    error,
+                })?;
+            on_result(statement, result);
+        }
+        Ok(statements.len())
+    }
+
+    /// Executes one statement. A panic anywhere below becomes an internal error.
+    pub async fn execute(&self, sql: &str) -> Result<StatementResult> {
+        let mut tables = Vec::new();
+        let outcome = AssertUnwindSafe(self.execute_inner(sql, &mut tables))
+            .catch_unwind()
+            .await;
+        let result = match outcome {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                Err(DataFusionError::Internal(format!(
+                    "Kiln panicked while executing the statement: {message}"
+                )))
+            }
+        };
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => Err(diagnostics::explain(e, self, &tables).await),
+        }
+    }
+
+    async fn execute_inner(&self, sql: &str, tables: &mut Vec<String>) -> Result<StatementResult> {
+        let state = self.ctx.state();
+        let mut statement = state
+            .sql_to_statement(sql, &state.config_options().sql_parser.dialect)
+            .map_err(diagnostics::syntax_error)?;
+
+        let mut partition_by = vec![];
+        let mut external_ddl = None;
+        match &mut statement {
+            DFStatement::Statement(s) => match s.as_mut() {
+                SQLStatement::ShowTables { .. } => return self.show_tables(),
+                SQLStatement::CreateTable(create) => {
+                    if let HiveDistributionStyle::PARTITIONED { columns } = &create.hive_distribution
+                    {
+                        partition_by = columns.iter().map(|c| normalize_ident(&c.name.value, c.name.quote_style)).collect();
+                        create.hive_distribution = HiveDistributionStyle::NONE;
+                        if create.query.is_none() {
+                            return Err(DataFusionError::NotImplemented(
+                                "PARTITIONED BY is supported with CREATE TABLE ... AS SELECT only; \
+                                 create the table with a query"
+                                    .to_string(),
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            },
+            DFStatement::CreateExternalTable(create) => {
+                external_ddl = Some(diagnostics::absolute_locations(sql, &mut create.locations)?);
+            }
+            _ => {}
+        }
+
+        let plan = state.statement_to_plan(statement).await?;
+        plan.apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                tables.push(scan.table_name.table().to_string());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        match plan {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
+                self.create_table(create, partition_by).await
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)) => {
+                let name = create.name.table().to_string();
+                let temporary = create.temporary;
+                let format = create.file_type.clone();
+                let locations = create.locations.clone();
+                self.ctx
+                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)))
+                    .await?;
+                if !temporary {
+                    self.check_name_for_lake(&name)?;
+                    let entry = TableEntry::External(ExternalTable {
+                        ddl: external_ddl.unwrap_or_else(|| sql.trim().to_string()),
+                        format,
+                        locations,
+                    });
+                    self.lake
+                        .update_catalog(|c| {
+                            c.tables.insert(name.clone(), entry);
+                            Ok::<_, LakeError>(())
+                        })
+                        .map_err(lake_error)?;
+                }
+                Ok(StatementResult::message(format!("created external table {name}")))
+            }
+            LogicalPlan::Ddl(DdlStatement::DropTable(drop)) => self.drop_table(drop).await,
+            LogicalPlan::Dml(dml) if self.managed_entry(&dml.table_name)?.is_some() => {
+                self.insert_managed(dml).await
+            }
+            LogicalPlan::DescribeTable(describe) => {
+                let schema = describe.schema.as_ref();
+                describe_schema(schema)
+            }
+            plan => {
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                let schema: SchemaRef = Arc::clone(df.schema().inner());
+                let batches = df.collect().await?;
+                Ok(StatementResult::rows(schema, batches))
+            }
+        }
+    }
+
+    fn check_name_for_lake(&self, name: &str) -> Result<()> {
+        validate_table_name(name).map_err(lake_error)
+    }
+
+    fn managed_entry(&self, table: &TableReference) -> Result<Option<ManagedTable>> {
+        let catalog = self.lake.catalog().map_err(lake_error)?;
+        Ok(match catalog.tables.get(table.table()) {
+            Some(TableEntry::Managed(m)) => Some(m.clone()),
+            _ => None,
+        })
+    }
+
+    /// Table names known to this session, sorted.
+    pub fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .ctx
+            .catalog("datafusion")
+            .and_then(|c| c.schema("public"))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    async fn create_table(
+        &self,
+        create: CreateMemoryTable,
+        partition_by: Vec<String>,
+    ) -> Result<StatementResult> {
+        let name = lake_table_name(&create.name)?;
+        if create.temporary {
+            return Err(DataFusionError::NotImplemented(
+                "CREATE TEMPORARY TABLE is not supported yet: tables live in the lake; \
+                 use CREATE VIEW for a session-local name"
+                    .to_string(),
+            ));
+        }
+        if self.ctx.table_exist(name.as_str())? {
+            if create.if_not_exists {
+                return Ok(StatementResult::message(format!(
+                    "table {name} already exists, skipped"
+                )));
+            }
+            if !create.or_replace {
+                return Err(DataFusionError::Plan(format!(
+                    "table '{name}' already exists; use CREATE OR REPLACE TABLE {name} or DROP TABLE {name} first"
+                )));
+            }
+        }
+        let input_schema = create.input.schema().as_arrow().clone();
+        let is_plain_create = matches!(
+            create.input.as_ref(),
+            LogicalPlan::EmptyRelation(e) if !e.produce_one_row
+        );
+        if is_plain_create {
+            if let Some(field) = input_schema.fields().iter().find(|f| !f.is_nullable()) {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "NOT NULL on column '{}' is not supported yet: lake tables accept NULL in every column; \
+                     remove NOT NULL (a data check can enforce it)",
+                    field.name()
+                )));
+            }
+        }
+        let table_schema = table_schema(&input_schema, &partition_by)?;
+        let rows = if is_plain_create {
+            let staged = self.lake.stage(&name).map_err(lake_error)?;
+            let entry = self.publish(&name, staged, table_schema, partition_by)?;
+            self.register_managed(&name, &entry)?;
+            0
+        } else {
+            self.write_managed(&name, (*create.input).clone(), None, table_schema, partition_by)
+                .await?
+        };
+        Ok(StatementResult::message(format!(
+            "created table {name} ({rows} rows)"
+        )))
+    }
+
+    async fn insert_managed(&self, dml: DmlStatement) -> Result<StatementResult> {
+        let name = dml.table_name.table().to_string();
+        let entry = self
+            .managed_entry(&dml.table_name)?
+            .ok_or_else(|| DataFusionError::Internal(format!("{name} is not managed")))?;
+        let carry = match dml.op {
+            WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append) => Some(entry.snapshot),
+            WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Overwrite) => None,
+            other => {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "{other} on lake table '{name}' is not supported yet; use INSERT INTO, \
+                     INSERT OVERWRITE or CREATE OR REPLACE TABLE ... AS"
+                )))
+            }
+        };
+        let rows = self
+            .write_managed(&name, (*dml.input).clone(), carry, entry.schema, entry.partition_by)
+            .await?;
+        Ok(StatementResult::message(format!(
+            "inserted {rows} rows into {name}"
+        )))
+    }
+
+    /// Runs `input` as a Ballista job writing Parquet into a staging directory,
+    /// then publishes it as the table's next snapshot. Returns the rows written.
+    async fn write_managed(
+        &self,
+        name: &str,
+        input: LogicalPlan,
+        carry_snapshot: Option<u64>,
+        table_schema: Schema,
+        partition_by: Vec<String>,
+    ) -> Result<u64> {
+        let staged = self.lake.stage(name).map_err(lake_error)?;
+        let options = DataFrameWriteOptions::new().with_partition_by(partition_by.clone());
+        let df = DataFrame::new(self.ctx.state(), input);
+        let written = df
+            .write_parquet(&staged.dir_for_writer(), options, None)
+            .await?;
+        let rows = written
+            .first()
+            .and_then(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
+            .map(|counts| counts.iter().flatten().sum())
+            .unwrap_or(0);
+        if let Some(snapshot) = carry_snapshot {
+            self.lake
+                .carry_snapshot(name, snapshot, &staged)
+                .map_err(lake_error)?;
+        }
+        let entry = self.publish(name, staged, table_schema, partition_by)?;
+        self.register_managed(name, &entry)?;
+        Ok(rows)
+    }
+
+    fn publish(
+        &self,
+        name: &str,
+        staged: crate::lake::StagedWrite,
+        schema: Schema,
+        partition_by: Vec<String>,
+    ) -> Result<ManagedTable> {
+        self.lake
+            .publish(name, staged, |snapshot| ManagedTable {
+                schema,
+                partition_by,
+                snapshot,
+            })
+            .map_err(lake_error)
+    }
+
+    fn register_managed(&self, name: &str, entry: &ManagedTable) -> Result<()> {
+        let provider = self.managed_provider(name, entry)?;
+        self.ctx.deregister_table(name)?;
+        self.ctx.register_table(name, provider)?;
+        Ok(())
+    }
+
+    fn managed_provider(&self, name: &str, entry: &ManagedTable) -> Result<Arc<dyn TableProvider>> {
+        let dir = self.lake.snapshot_dir(name, entry.snapshot);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| DataFusionError::Execution(format!("lake table '{name}': {e}")))?;
+        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+        let file_fields: Vec<Field> = entry
+            .schema
+            .fields()
+            .iter()
+            .filter(|f| !entry.partition_by.contains(f.name()))
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let partition_cols: Vec<(String, DataType)> = entry
+            .partition_by
+            .iter()
+            .map(|p| {
+                entry
+                    .schema
+                    .field_with_name(p)
+                    .map(|f| (p.clone(), f.data_type().clone()))
+                    .map_err(|e| DataFusionError::Execution(format!("lake table '{name}': {e}")))
+            })
+            .collect::<Result<_>>()?;
+        let state = self.ctx.state();
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let options = ListingOptions::new(Arc::new(format))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(partition_cols);
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(Arc::new(Schema::new(file_fields)));
+        Ok(Arc::new(ListingTable::try_new(config)?))
+    }
+
+    async fn drop_table(&self, drop: DropTable) -> Result<StatementResult> {
+        let name = drop.name.table().to_string();
+        let catalog = self.lake.catalog().map_err(lake_error)?;
+        if catalog.tables.contains_key(&name) {
+            self.ctx.deregister_table(name.as_str())?;
+            self.lake.drop_table(&name).map_err(lake_error)?;
+            return Ok(StatementResult::message(format!("dropped table {name}")));
+        }
+        if self.ctx.table_exist(name.as_str())? {
+            self.ctx
+                .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::DropTable(drop)))
+                .await?;
+            return Ok(StatementResult::message(format!("dropped table {name}")));
+        }
+        if drop.if_exists {
+            return Ok(StatementResult::message(format!(
+                "table {name} does not exist, skipped"
+            )));
+        }
+        Err(DataFusionError::Plan(format!(
+            "table '{name}' not found{}",
+            diagnostics::known_tables_hint(&name, &self.table_names())
+        )))
+    }
+
+    fn show_tables(&self) -> Result<StatementResult> {
+        let catalog = self.lake.catalog().map_err(lake_error)?;
+        let mut rows: HashMap<String, [String; 4]> = HashMap::new();
+        for (name, entry) in &catalog.tables {
+            let row = match entry {
+                TableEntry::Managed(m) => [
+                    "managed".to_string(),
+                    "parquet".to_string(),
+                    self.lake.table_dir(name).display().to_string(),
+                    m.partition_by.join(", "),
+                ],
+                TableEntry::External(e) => [
+                    "external".to_string(),
+                    e.format.to_lowercase(),
+                    e.locations.join(", "),
+                    String::new(),
+                ],
+            };
+            rows.insert(name.clone(), row);
+        }
+        for name in self.table_names() {
+            rows.entry(name)
+                .or_insert_with(|| ["session".to_string(), String::new(), String::new(), String::new()]);
+        }
+        let mut names: Vec<_> = rows.keys().cloned().collect();
+        names.sort();
+        let column = |i: usize| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(names.iter().map(|n| rows[n][i].clone())))
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("table_name", DataType::Utf8, false),
+            Field::new("kind", DataType::Utf8, false),
+            Field::new("format", DataType::Utf8, false),
+            Field::new("location", DataType::Utf8, false),
+            Field::new("partitioned_by", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(names.iter().cloned())),
+                column(0),
+                column(1),
+                column(2),
+                column(3),
+            ],
+        )?;
+        Ok(StatementResult::rows(schema, vec![batch]))
+    }
+}
+
+fn describe_schema(schema: &Schema) -> Result<StatementResult> {
+    let out = Arc::new(Schema::new(vec![
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("data_type", DataType::Utf8, false),
+        Field::new("is_nullable", DataType::Utf8, false),
+    ]));
+    let fields = schema.fields();
+    let batch = RecordBatch::try_new(
+        Arc::clone(&out),
+        vec![
+            Arc::new(StringArray::from_iter_values(fields.iter().map(|f| f.name().clone()))),
+            Arc::new(StringArray::from_iter_values(
+                fields.iter().map(|f| f.data_type().to_string()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                fields.iter().map(|f| if f.is_nullable() { "YES" } else { "NO" }),
+            )),
+        ],
+    )?;
+    Ok(StatementResult::rows(out, vec![batch]))
+}
+
+fn normalize_ident(value: &str, quote: Option<char>) -> String {
+    if quote.is_some() {
+        value.to_string()
+    } else {
+        value.to_lowercase()
+    }
+}
+
+fn lake_table_name(reference: &TableReference) -> Result<String> {
+    if let Some(schema) = reference.schema() {
+        if schema != "public" {
+            return Err(DataFusionError::NotImplemented(format!(
+                "schema '{schema}' in table name '{reference}' is not supported yet: \
+                 lake tables live in one namespace; write just the table name"
+            )));
+        }
+    }
+    let name = reference.table().to_string();
+    validate_table_name(&name).map_err(lake_error)?;
+    Ok(name)
+}
+
+/// The reader's view of a managed table: every column nullable, partition
+/// columns last (as Hive-style partitioned files are read back).
+fn table_schema(input: &Schema, partition_by: &[String]) -> Result<Schema> {
+    for column in partition_by {
+        if input.field_with_name(column).is_err() {
+            let columns: Vec<_> = input.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(DataFusionError::Plan(format!(
+                "PARTITIONED BY column '{column}' is not a column of the query; its columns are: {}",
+                columns.join(", ")
+            )));
+        }
+    }
+    if !partition_by.is_empty() && partition_by.len() == input.fields().len() {
+        return Err(DataFusionError::Plan(
+            "PARTITIONED BY cannot name every column: at least one column must be stored in the files"
+                .to_string(),
+        ));
+    }
+    let nullable = |f: &Arc<Field>| f.as_ref().clone().with_nullable(true);
+    let data = input
+        .fields()
+        .iter()
+        .filter(|f| !partition_by.contains(f.name()))
+        .map(nullable);
+    let partitions = partition_by
+        .iter()
+        .map(|p| nullable(&Arc::new(input.field_with_name(p).expect("checked").clone())));
+    Ok(Schema::new(data.chain(partitions).collect::<Vec<_>>()))
+}
+
+pub(crate) fn lake_error(e: LakeError) -> DataFusionError {
+    match e {
+        LakeError::InvalidTableName(_) => DataFusionError::Plan(e.to_string()),
+        other => DataFusionError::External(Box::new(other)),
+    }
+}
+
+/// The lake directory for `path`, resolving `~`-less relative paths against the cwd.
+pub fn resolve_path(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
