@@ -30,6 +30,9 @@ pub fn syntax_error(e: DataFusionError) -> DataFusionError {
             };
             DataFusionError::Plan(format!("syntax error: {message}"))
         }
+        DataFusionError::Diagnostic(_, inner) | DataFusionError::Context(_, inner) => {
+            syntax_error(*inner)
+        }
         other => other,
     }
 }
@@ -118,6 +121,13 @@ pub async fn explain(err: DataFusionError, session: &KilnSession, tables: &[Stri
             return DataFusionError::Plan(format!("table '{name}' not found{hint}"));
         }
     }
+    if message.contains("failed to serialize logical plan") {
+        return DataFusionError::NotImplemented(format!(
+            "not supported yet on Ballista: this statement reads an in-memory or table-function \
+             source (such as generate_series) that cannot be sent to executors; use VALUES, \
+             unnest(range(a, b)) or a lake table instead ({message})"
+        ));
+    }
     if looks_like_malformed_row(&message) {
         for table in tables {
             if let Some(located) = locate_malformed_row(session, table).await {
@@ -127,7 +137,45 @@ pub async fn explain(err: DataFusionError, session: &KilnSession, tables: &[Stri
             }
         }
     }
-    err
+    match simplify_job_error(&message) {
+        Some(simple) => DataFusionError::Execution(simple),
+        None => err,
+    }
+}
+
+/// Ballista reports a failed task as `Job J failed: ... runtime execution error:
+/// DataFusionError(Shared(External(ArrowError(DivideByZero))))`: the Debug form
+/// of the cause inside job and stage envelopes. Returns the cause in words.
+fn simplify_job_error(message: &str) -> Option<String> {
+    let job = message
+        .split("Job ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    let marker = "runtime execution error: ";
+    let mut cause = message[message.find(marker)? + marker.len()..].trim().to_string();
+    const WRAPPERS: [&str; 9] = [
+        "DataFusionError(", "Shared(", "External(", "ArrowError(", "Execution(",
+        "ExecutionJoin(", "Context(", "IoError(", "ObjectStore(",
+    ];
+    while let Some(w) = WRAPPERS.iter().find(|w| cause.starts_with(**w)) {
+        if !cause.ends_with(')') {
+            break;
+        }
+        cause = cause[w.len()..cause.len() - 1].trim().to_string();
+    }
+    let readable = match cause.as_str() {
+        "DivideByZero" => "Divide by zero error".to_string(),
+        other => match other.split_once("(\"") {
+            Some((kind, rest)) if rest.ends_with("\")") => {
+                let text = rest[..rest.len() - 2].replace("\\\"", "\"");
+                format!("{}: {text}", kind.trim_end_matches("Error"))
+            }
+            _ => other.to_string(),
+        },
+    };
+    Some(format!("query failed on an executor (job {job}): {readable}"))
 }
 
 fn unknown_table(message: &str) -> Option<String> {
@@ -139,7 +187,7 @@ fn unknown_table(message: &str) -> Option<String> {
 }
 
 fn looks_like_malformed_row(message: &str) -> bool {
-    ["Csv error", "Json error", "Error while parsing value", "Parser error", "incorrect number of fields", "unequal lengths"]
+    ["Csv error", "Json error", "JsonError", "CsvError", "Error while parsing value", "Parser error", "incorrect number of fields", "unequal lengths"]
         .iter()
         .any(|m| message.contains(m))
 }
@@ -282,6 +330,21 @@ mod tests {
             Some("ordrs".to_string())
         );
         assert_eq!(unknown_table("something else"), None);
+    }
+
+    #[test]
+    fn ballista_job_errors_are_unwrapped() {
+        let raw = "Execution error: Job 038H4 failed: Job failed due to stage 0 failed: Task failed due to runtime execution error: DataFusionError(Shared(External(ArrowError(DivideByZero))))";
+        assert_eq!(
+            simplify_job_error(raw).unwrap(),
+            "query failed on an executor (job 038H4): Divide by zero error"
+        );
+        let raw = r#"Job X1 failed: runtime execution error: DataFusionError(ArrowError(CastError("Cannot cast \"x\"")))"#;
+        assert_eq!(
+            simplify_job_error(raw).unwrap(),
+            "query failed on an executor (job X1): Cast: Cannot cast \"x\""
+        );
+        assert!(simplify_job_error("plain error").is_none());
     }
 
     #[test]
