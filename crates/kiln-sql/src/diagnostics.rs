@@ -37,6 +37,22 @@ pub fn syntax_error(e: DataFusionError) -> DataFusionError {
     }
 }
 
+/// Parser errors at the end of input say "found: EOF" without a position;
+/// give them the position just past the statement's last character.
+pub fn syntax_error_at_end(e: DataFusionError, sql: &str) -> DataFusionError {
+    match e {
+        DataFusionError::Plan(m) if m.ends_with("found: EOF") => {
+            let text = sql.trim_end();
+            let line = text.lines().count().max(1);
+            let column = text.lines().last().map_or(0, |l| l.chars().count()) + 1;
+            DataFusionError::Plan(format!(
+                "{m} (the statement ended too early) at Line: {line}, Column: {column}"
+            ))
+        }
+        other => other,
+    }
+}
+
 /// Makes every `LOCATION` of a `CREATE EXTERNAL TABLE` absolute (relative
 /// paths are relative to the working directory) and returns the statement's
 /// text with the new locations, for the catalog.

@@ -129,6 +129,7 @@ pub fn kiln_session_config(target_partitions: Option<usize>) -> SessionConfig {
         .with_information_schema(true)
         .with_target_partitions(partitions)
         .set_usize("ballista.standalone.parallelism", partitions)
+        .set_bool("ballista.planner.adaptive.enabled", false)
 }
 
 /// A connection to a lake. Every query runs as a Ballista job: on an embedded
@@ -272,7 +273,7 @@ impl KilnSession {
         let state = self.ctx.state();
         let mut statement = state
             .sql_to_statement(sql, &state.config_options().sql_parser.dialect)
-            .map_err(diagnostics::syntax_error)?;
+            .map_err(|e| diagnostics::syntax_error_at_end(diagnostics::syntax_error(e), sql))?;
 
         let mut partition_by = vec![];
         let mut external_ddl = None;
