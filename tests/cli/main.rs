@@ -10,23 +10,34 @@ use std::time::{Duration, Instant};
 fn kiln() -> Command {
     let mut cmd = Command::new("timeout");
     cmd.args(["--signal=KILL", "180", env!("CARGO_BIN_EXE_kiln")]);
-    cmd.current_dir(repo_root()).env_remove("KILN_LAKE").env_remove("RUST_LOG");
+    cmd.current_dir(repo_root())
+        .env_remove("KILN_LAKE")
+        .env_remove("RUST_LOG");
     cmd
 }
 
 /// The `kiln` binary itself (for tests that signal the process).
 fn kiln_direct() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.current_dir(repo_root()).env_remove("KILN_LAKE").env_remove("RUST_LOG");
+    cmd.current_dir(repo_root())
+        .env_remove("KILN_LAKE")
+        .env_remove("RUST_LOG");
     cmd
 }
 
 fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output { status, stdout, stderr } = cmd.output().expect("kiln runs");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("kiln runs");
     (
         status.code().unwrap_or(-1),
         String::from_utf8_lossy(&stdout).into_owned(),
@@ -35,7 +46,11 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 }
 
 fn sql(lake: &Path, statements: &str) -> (i32, String, String) {
-    run(kiln().arg("sql").arg("--lake").arg(lake).arg(format!("--command={statements}")))
+    run(kiln()
+        .arg("sql")
+        .arg("--lake")
+        .arg(lake)
+        .arg(format!("--command={statements}")))
 }
 
 #[test]
@@ -46,7 +61,10 @@ fn quickstart_example_runs_end_to_end() {
         .arg(scratch.path()));
     assert_eq!(code, 0, "stderr: {err}");
     assert!(err.contains("created table orders (159 rows)"), "{err}");
-    assert!(out.contains("| pro   | 14        | 4.5        | 2460.57 |"), "{out}");
+    assert!(
+        out.contains("| pro   | 14        | 4.5        | 2460.57 |"),
+        "{out}"
+    );
     // Re-running replaces the tables and gives the same answer.
     let (code, again, err) = run(kiln()
         .args(["run", "sql/examples/quickstart.sql", "--quiet", "--lake"])
@@ -74,16 +92,30 @@ fn run_substitutes_params_and_stops_at_the_failing_statement() {
     let (code, out, err) = run(kiln()
         .arg("run")
         .arg(&script)
-        .args(["--param", "day=2026-11-01", "-p", "n=42", "--format", "csv", "--lake"])
+        .args([
+            "--param",
+            "day=2026-11-01",
+            "-p",
+            "n=42",
+            "--format",
+            "csv",
+            "--lake",
+        ])
         .arg(&lake));
     assert_eq!(code, 1, "stderr: {err}");
     assert_eq!(out, "day,n\n2026-11-01,42\n");
-    assert!(err.contains("statement at line 5 failed: table 'missing_table' not found"), "{err}");
+    assert!(
+        err.contains("statement at line 5 failed: table 'missing_table' not found"),
+        "{err}"
+    );
     assert!(!out.contains("never printed"));
 
     let (code, _, err) = run(kiln().arg("run").arg(&script).arg("--lake").arg(&lake));
     assert_eq!(code, 1);
-    assert!(err.contains("unknown parameter '${day}' at line 1"), "{err}");
+    assert!(
+        err.contains("unknown parameter '${day}' at line 1"),
+        "{err}"
+    );
     assert!(err.contains("--param day=VALUE"), "{err}");
 }
 
@@ -91,7 +123,14 @@ fn run_substitutes_params_and_stops_at_the_failing_statement() {
 fn output_formats_and_stdin() {
     let scratch = tempfile::tempdir().unwrap();
     let (code, out, _) = run(kiln()
-        .args(["sql", "--format", "json", "-c", "SELECT 1 AS a, 'x' AS b UNION ALL SELECT 2, NULL ORDER BY a", "--lake"])
+        .args([
+            "sql",
+            "--format",
+            "json",
+            "-c",
+            "SELECT 1 AS a, 'x' AS b UNION ALL SELECT 2, NULL ORDER BY a",
+            "--lake",
+        ])
         .arg(scratch.path()));
     assert_eq!(code, 0);
     assert_eq!(out, "{\"a\":1,\"b\":\"x\"}\n{\"a\":2}\n");
@@ -105,7 +144,12 @@ fn output_formats_and_stdin() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"SELECT 40 + 2 AS answer;").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT 40 + 2 AS answer;")
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
     assert_eq!(String::from_utf8_lossy(&output.stdout), "answer\n42\n");
@@ -115,7 +159,14 @@ fn output_formats_and_stdin() {
 fn cluster_flag_is_accepted_but_not_yet_available() {
     let scratch = tempfile::tempdir().unwrap();
     let (code, _, err) = run(kiln()
-        .args(["sql", "--cluster", "df://localhost:50050", "-c", "SELECT 1", "--lake"])
+        .args([
+            "sql",
+            "--cluster",
+            "df://localhost:50050",
+            "-c",
+            "SELECT 1",
+            "--lake",
+        ])
         .arg(scratch.path()));
     assert_eq!(code, 1);
     assert!(err.contains("not yet available"), "{err}");
@@ -134,7 +185,8 @@ fn usage_errors_exit_with_2() {
 /// and a one-line reason, and never panics.
 #[test]
 fn bad_statement_corpus_fails_cleanly() {
-    let corpus = std::fs::read_to_string(repo_root().join("tests/corpus/bad_statements.sql")).unwrap();
+    let corpus =
+        std::fs::read_to_string(repo_root().join("tests/corpus/bad_statements.sql")).unwrap();
     let mut cases: Vec<(String, String)> = Vec::new();
     for block in corpus.split("-- case: ").skip(1) {
         let (name, body) = block.split_once('\n').unwrap();
@@ -168,7 +220,10 @@ fn bad_statement_corpus_fails_cleanly() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The seeded table is intact after all of that.
@@ -205,14 +260,23 @@ fn killed_ctas_leaves_no_partial_table() {
     let table_dir = lake.join("big");
     let deadline = Instant::now() + Duration::from_secs(120);
     let staging_with_files = || {
-        std::fs::read_dir(&table_dir).into_iter().flatten().flatten().any(|e| {
-            e.file_name().to_string_lossy().starts_with("_staging-")
-                && std::fs::read_dir(e.path()).map(|mut d| d.next().is_some()).unwrap_or(false)
-        })
+        std::fs::read_dir(&table_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().starts_with("_staging-")
+                    && std::fs::read_dir(e.path())
+                        .map(|mut d| d.next().is_some())
+                        .unwrap_or(false)
+            })
     };
     while !staging_with_files() {
         assert!(Instant::now() < deadline, "the write never started");
-        assert!(child.try_wait().unwrap().is_none(), "the write finished before it could be killed");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the write finished before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap();
@@ -227,6 +291,10 @@ fn killed_ctas_leaves_no_partial_table() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(leftovers.len(), 1, "only the published snapshot remains: {leftovers:?}");
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "only the published snapshot remains: {leftovers:?}"
+    );
     assert!(leftovers[0].starts_with('v'));
 }

@@ -63,7 +63,10 @@ fn generate(dir: &Path, sf: f64) -> PathBuf {
     let csv = data_dir(dir, sf).join("csv");
     if !csv.join("lineitem").exists() {
         let start = Instant::now();
-        let parts = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) * 2;
+        let parts = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            * 2;
         kiln_tpch::generate_csv(&csv, sf, parts).expect("generate TPC-H CSV");
         eprintln!("generated SF{sf} CSV in {:.1?}", start.elapsed());
     }
@@ -86,19 +89,30 @@ async fn main() -> datafusion::error::Result<()> {
             partitions,
             csv: csv_out,
         } => {
-            let partitions = partitions
-                .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+            let partitions = partitions.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
             let csv = generate(&dir, sf);
             let mut options = SessionOptions::new(data_dir(&dir, sf).join("lake"));
             options.target_partitions = Some(partitions);
             let kiln = KilnSession::open(options).await?;
             ingest(&kiln, &csv).await?;
             let plain = plain_datafusion(&kiln, partitions).await?;
-            let queries = if queries.is_empty() { (1..=22).collect() } else { queries };
+            let queries = if queries.is_empty() {
+                (1..=22).collect()
+            } else {
+                queries
+            };
 
             println!("TPC-H SF{sf}, {partitions} partitions, best of {iterations}");
-            println!("{:>5} {:>12} {:>14} {:>7} {:>6}", "query", "kiln_ms", "datafusion_ms", "ratio", "rows");
-            let mut lines = vec!["query,kiln_ms,datafusion_ms,ratio,kiln_rows,datafusion_rows".to_string()];
+            println!(
+                "{:>5} {:>12} {:>14} {:>7} {:>6}",
+                "query", "kiln_ms", "datafusion_ms", "ratio", "rows"
+            );
+            let mut lines =
+                vec!["query,kiln_ms,datafusion_ms,ratio,kiln_rows,datafusion_rows".to_string()];
             let (mut total_kiln, mut total_df) = (Duration::ZERO, Duration::ZERO);
             for n in queries {
                 let sql = kiln_tpch::query(n, sf).expect("query 1..=22");
@@ -114,7 +128,11 @@ async fn main() -> datafusion::error::Result<()> {
                 total_kiln += kiln_time;
                 total_df += df_time;
                 let ratio = kiln_time.as_secs_f64() / df_time.as_secs_f64();
-                let flag = if kiln_rows == df_rows { "" } else { "  ROW COUNT MISMATCH" };
+                let flag = if kiln_rows == df_rows {
+                    ""
+                } else {
+                    "  ROW COUNT MISMATCH"
+                };
                 println!(
                     "{:>5} {:>12.1} {:>14.1} {:>7.2} {:>6}{flag}",
                     format!("q{n}"),
@@ -123,11 +141,25 @@ async fn main() -> datafusion::error::Result<()> {
                     ratio,
                     kiln_rows
                 );
-                lines.push(format!("q{n},{:.1},{:.1},{ratio:.3},{kiln_rows},{df_rows}", ms(kiln_time), ms(df_time)));
+                lines.push(format!(
+                    "q{n},{:.1},{:.1},{ratio:.3},{kiln_rows},{df_rows}",
+                    ms(kiln_time),
+                    ms(df_time)
+                ));
             }
             let ratio = total_kiln.as_secs_f64() / total_df.as_secs_f64();
-            println!("{:>5} {:>12.1} {:>14.1} {:>7.2}", "total", ms(total_kiln), ms(total_df), ratio);
-            lines.push(format!("total,{:.1},{:.1},{ratio:.3},,", ms(total_kiln), ms(total_df)));
+            println!(
+                "{:>5} {:>12.1} {:>14.1} {:>7.2}",
+                "total",
+                ms(total_kiln),
+                ms(total_df),
+                ratio
+            );
+            lines.push(format!(
+                "total,{:.1},{:.1},{ratio:.3},,",
+                ms(total_kiln),
+                ms(total_df)
+            ));
             if let Some(path) = csv_out {
                 std::fs::write(&path, lines.join("\n") + "\n")?;
             }
@@ -140,7 +172,10 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn best_of<F, Fut>(iterations: usize, mut run: F) -> datafusion::error::Result<(Duration, usize)>
+async fn best_of<F, Fut>(
+    iterations: usize,
+    mut run: F,
+) -> datafusion::error::Result<(Duration, usize)>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = datafusion::error::Result<usize>>,
@@ -157,31 +192,45 @@ where
 
 /// Loads each table's CSV into the lake once (Kiln `CREATE TABLE AS`).
 async fn ingest(kiln: &KilnSession, csv: &Path) -> datafusion::error::Result<()> {
-    let existing = kiln.lake().catalog().map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    let existing = kiln
+        .lake()
+        .catalog()
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
     for (table, _) in kiln_tpch::TABLES {
         if existing.tables.contains_key(table) {
             continue;
         }
         let start = Instant::now();
         let external = format!("{table}_csv");
-        kiln.execute(&format!("DROP TABLE IF EXISTS {external}")).await?;
-        kiln.execute(&kiln_tpch::csv_table_ddl(table, &external, csv).unwrap()).await?;
-        kiln.execute(&format!("CREATE TABLE {table} AS SELECT * FROM {external}")).await?;
+        kiln.execute(&format!("DROP TABLE IF EXISTS {external}"))
+            .await?;
+        kiln.execute(&kiln_tpch::csv_table_ddl(table, &external, csv).unwrap())
+            .await?;
+        kiln.execute(&format!("CREATE TABLE {table} AS SELECT * FROM {external}"))
+            .await?;
         eprintln!("ingested {table} in {:.1?}", start.elapsed());
     }
     Ok(())
 }
 
 /// A plain DataFusion context over the lake's current Parquet snapshots.
-async fn plain_datafusion(kiln: &KilnSession, partitions: usize) -> datafusion::error::Result<SessionContext> {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
-    let catalog = kiln.lake().catalog().map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+async fn plain_datafusion(
+    kiln: &KilnSession,
+    partitions: usize,
+) -> datafusion::error::Result<SessionContext> {
+    let ctx =
+        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
+    let catalog = kiln
+        .lake()
+        .catalog()
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
     for (table, _) in kiln_tpch::TABLES {
         let Some(TableEntry::Managed(managed)) = catalog.tables.get(table) else {
             continue;
         };
         let dir = kiln.lake().snapshot_dir(table, managed.snapshot);
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         ctx.register_listing_table(table, format!("{}/", dir.display()), options, None, None)
             .await?;
     }

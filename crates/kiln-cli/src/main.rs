@@ -20,7 +20,11 @@ use kiln_sql::{resolve_path, KilnSession, SessionOptions};
 use crate::output::{OutputFormat, Printer};
 
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about = "SQL over a data lake, executed on Ballista")]
+#[command(
+    name = "kiln",
+    version,
+    about = "SQL over a data lake, executed on Ballista"
+)]
 pub struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -31,7 +35,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 struct GlobalArgs {
     /// The lake directory: tables and Kiln's metadata (`_kiln/`).
-    #[arg(long, global = true, env = "KILN_LAKE", default_value = "./lake", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_LAKE",
+        default_value = "./lake",
+        value_name = "DIR"
+    )]
     lake: PathBuf,
     /// Submit to a Ballista cluster instead of the embedded one.
     #[arg(long, global = true, value_name = "df://HOST:PORT")]
@@ -46,7 +56,12 @@ enum Command {
     /// Run SQL: one-shot with -c or -f, from stdin, or an interactive REPL.
     Sql {
         /// SQL to run (statements separated by `;`).
-        #[arg(short = 'c', long = "command", value_name = "SQL", conflicts_with = "file")]
+        #[arg(
+            short = 'c',
+            long = "command",
+            value_name = "SQL",
+            conflicts_with = "file"
+        )]
         command: Option<String>,
         /// A file of SQL statements to run.
         #[arg(short = 'f', long = "file", value_name = "FILE")]
@@ -71,7 +86,10 @@ enum Command {
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

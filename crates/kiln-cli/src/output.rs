@@ -41,7 +41,11 @@ impl Printer {
             OutputFormat::Table => self.table(result, &mut stdout),
             OutputFormat::Csv => {
                 let mut writer = WriterBuilder::new().with_header(true).build(&mut stdout);
-                result.batches.iter().try_for_each(|b| writer.write(b)).map_err(|e| e.to_string())
+                result
+                    .batches
+                    .iter()
+                    .try_for_each(|b| writer.write(b))
+                    .map_err(|e| e.to_string())
             }
             OutputFormat::Json => {
                 let mut writer = LineDelimitedWriter::new(&mut stdout);

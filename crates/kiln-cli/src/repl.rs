@@ -23,7 +23,8 @@ pub async fn run(session: &KilnSession, printer: &Printer) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let history = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".kiln_history"));
+    let history =
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".kiln_history"));
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
@@ -34,7 +35,11 @@ pub async fn run(session: &KilnSession, printer: &Printer) -> ExitCode {
     );
     let mut buffer = String::new();
     loop {
-        let prompt = if buffer.is_empty() { "kiln> " } else { "   -> " };
+        let prompt = if buffer.is_empty() {
+            "kiln> "
+        } else {
+            "   -> "
+        };
         match editor.readline(prompt) {
             Ok(line) => {
                 let trimmed = line.trim();

@@ -120,7 +120,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
         row[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
             let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
             prev = cur;
         }
     }
@@ -129,7 +131,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Adds what the user needs to fix `err`: known tables for an unknown table,
 /// file and line for a malformed CSV/JSON row in any of `tables`.
-pub async fn explain(err: DataFusionError, session: &KilnSession, tables: &[String]) -> DataFusionError {
+pub async fn explain(
+    err: DataFusionError,
+    session: &KilnSession,
+    tables: &[String],
+) -> DataFusionError {
     let message = err.to_string();
     if let Some(name) = unknown_table(&message) {
         if !message.contains("known tables") {
@@ -170,10 +176,19 @@ fn simplify_job_error(message: &str) -> Option<String> {
         .next()?
         .to_string();
     let marker = "runtime execution error: ";
-    let mut cause = message[message.find(marker)? + marker.len()..].trim().to_string();
+    let mut cause = message[message.find(marker)? + marker.len()..]
+        .trim()
+        .to_string();
     const WRAPPERS: [&str; 9] = [
-        "DataFusionError(", "Shared(", "External(", "ArrowError(", "Execution(",
-        "ExecutionJoin(", "Context(", "IoError(", "ObjectStore(",
+        "DataFusionError(",
+        "Shared(",
+        "External(",
+        "ArrowError(",
+        "Execution(",
+        "ExecutionJoin(",
+        "Context(",
+        "IoError(",
+        "ObjectStore(",
     ];
     while let Some(w) = WRAPPERS.iter().find(|w| cause.starts_with(**w)) {
         if !cause.ends_with(')') {
@@ -191,7 +206,9 @@ fn simplify_job_error(message: &str) -> Option<String> {
             _ => other.to_string(),
         },
     };
-    Some(format!("query failed on an executor (job {job}): {readable}"))
+    Some(format!(
+        "query failed on an executor (job {job}): {readable}"
+    ))
 }
 
 fn unknown_table(message: &str) -> Option<String> {
@@ -199,13 +216,28 @@ fn unknown_table(message: &str) -> Option<String> {
     let rest = &message[start..];
     let end = rest.find("' not found")?;
     let qualified = &rest[..end];
-    Some(qualified.rsplit('.').next().unwrap_or(qualified).to_string())
+    Some(
+        qualified
+            .rsplit('.')
+            .next()
+            .unwrap_or(qualified)
+            .to_string(),
+    )
 }
 
 fn looks_like_malformed_row(message: &str) -> bool {
-    ["Csv error", "Json error", "JsonError", "CsvError", "Error while parsing value", "Parser error", "incorrect number of fields", "unequal lengths"]
-        .iter()
-        .any(|m| message.contains(m))
+    [
+        "Csv error",
+        "Json error",
+        "JsonError",
+        "CsvError",
+        "Error while parsing value",
+        "Parser error",
+        "incorrect number of fields",
+        "unequal lengths",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// Re-reads a CSV/JSON table's files one by one, in order, to name the first
@@ -214,7 +246,11 @@ async fn locate_malformed_row(session: &KilnSession, table: &str) -> Option<Stri
     let provider = session.context().table_provider(table).await.ok()?;
     let listing = provider.downcast_ref::<ListingTable>()?;
     let options = listing.options();
-    let partition_cols: Vec<&String> = options.table_partition_cols.iter().map(|(n, _)| n).collect();
+    let partition_cols: Vec<&String> = options
+        .table_partition_cols
+        .iter()
+        .map(|(n, _)| n)
+        .collect();
     let file_schema = Arc::new(Schema::new(
         provider
             .schema()
@@ -227,7 +263,12 @@ async fn locate_malformed_row(session: &KilnSession, table: &str) -> Option<Stri
     let files: Vec<PathBuf> = listing
         .table_paths()
         .iter()
-        .flat_map(|url| list_files(Path::new(url.prefix().as_ref() as &str), &options.file_extension))
+        .flat_map(|url| {
+            list_files(
+                Path::new(url.prefix().as_ref() as &str),
+                &options.file_extension,
+            )
+        })
         .collect();
     let format = options.format.as_ref();
     for file in files {
@@ -257,7 +298,9 @@ fn list_files(prefix: &Path, extension: &str) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut stack = vec![root];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
@@ -300,7 +343,10 @@ fn check_csv(file: &Path, schema: &SchemaRef, format: &CsvFormat) -> Option<Stri
 /// The 1-based record number arrow reports in "... at line N ...".
 fn csv_line(message: &str) -> Option<usize> {
     let start = message.find("at line ")? + "at line ".len();
-    let digits: String = message[start..].chars().take_while(char::is_ascii_digit).collect();
+    let digits: String = message[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
     digits.parse().ok()
 }
 
@@ -318,7 +364,9 @@ fn strip_line_suffix(message: &str) -> String {
 fn check_json(file: &Path, schema: &SchemaRef) -> Option<String> {
     use datafusion::arrow::json::ReaderBuilder;
     let reader = BufReader::new(File::open(file).ok()?);
-    let mut decoder = ReaderBuilder::new(Arc::clone(schema)).build_decoder().ok()?;
+    let mut decoder = ReaderBuilder::new(Arc::clone(schema))
+        .build_decoder()
+        .ok()?;
     for (index, line) in reader.lines().enumerate() {
         let line = line.ok()?;
         if line.trim().is_empty() {
@@ -394,7 +442,8 @@ mod tests {
             Field::new("a", DataType::Int64, true),
             Field::new("b", DataType::Utf8, true),
         ]));
-        let problem = check_csv(&file, &schema, &CsvFormat::default().with_has_header(true)).unwrap();
+        let problem =
+            check_csv(&file, &schema, &CsvFormat::default().with_has_header(true)).unwrap();
         assert!(problem.starts_with("line 4:"), "{problem}");
         assert!(problem.contains("three"), "{problem}");
     }

@@ -193,10 +193,11 @@ impl Lake {
     fn write_catalog(&self, catalog: &Catalog) -> Result<()> {
         let path = self.catalog_path();
         let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-        let text = serde_json::to_string_pretty(catalog).map_err(|e| LakeError::CorruptCatalog {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let text =
+            serde_json::to_string_pretty(catalog).map_err(|e| LakeError::CorruptCatalog {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
         file.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
@@ -277,7 +278,8 @@ impl Lake {
     /// Removes a table from the catalog (atomically), then deletes a managed
     /// table's files. Returns the removed entry, if any.
     pub fn drop_table(&self, table: &str) -> Result<Option<TableEntry>> {
-        let removed = self.update_catalog(|catalog| Ok::<_, LakeError>(catalog.tables.remove(table)))?;
+        let removed =
+            self.update_catalog(|catalog| Ok::<_, LakeError>(catalog.tables.remove(table)))?;
         if let Some(TableEntry::Managed(_)) = removed {
             let dir = self.table_dir(table);
             if dir.exists() {
@@ -320,7 +322,13 @@ fn next_snapshot(table_dir: &Path, current: u64) -> u64 {
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix('v')?.parse::<u64>().ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix('v')?
+                .parse::<u64>()
+                .ok()
+        })
         .max()
         .unwrap_or(0);
     current.max(highest_on_disk) + 1
@@ -329,7 +337,10 @@ fn next_snapshot(table_dir: &Path, current: u64) -> u64 {
 fn remove_old_snapshots(table_dir: &Path, keep: u64) {
     for entry in fs::read_dir(table_dir).into_iter().flatten().flatten() {
         let name = entry.file_name();
-        let Some(n) = name.to_str().and_then(|n| n.strip_prefix('v')?.parse::<u64>().ok()) else {
+        let Some(n) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix('v')?.parse::<u64>().ok())
+        else {
             continue;
         };
         if n != keep {
@@ -432,7 +443,10 @@ mod tests {
         fs::write(staging_dir.join("part-1.parquet"), b"y").unwrap();
         drop(staged);
         assert!(!staging_dir.exists());
-        assert_eq!(lake.catalog().unwrap().tables["t"], TableEntry::Managed(managed(1)));
+        assert_eq!(
+            lake.catalog().unwrap().tables["t"],
+            TableEntry::Managed(managed(1))
+        );
 
         // An append carries the previous snapshot's files forward.
         let staged = lake.stage("t").unwrap();
@@ -449,7 +463,9 @@ mod tests {
     fn staging_of_dead_processes_is_collected() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path()).unwrap();
-        let stale = lake.table_dir("t").join(format!("{STAGING_PREFIX}999999999-abc"));
+        let stale = lake
+            .table_dir("t")
+            .join(format!("{STAGING_PREFIX}999999999-abc"));
         fs::create_dir_all(&stale).unwrap();
         let _staged = lake.stage("t").unwrap();
         assert!(!stale.exists());
@@ -461,7 +477,10 @@ mod tests {
         let lake = Lake::open(dir.path()).unwrap();
         fs::write(lake.catalog_path(), "{ not json").unwrap();
         let err = lake.catalog().unwrap_err().to_string();
-        assert!(err.contains("catalog.json") && err.contains("corrupt"), "{err}");
+        assert!(
+            err.contains("catalog.json") && err.contains("corrupt"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -191,7 +191,10 @@ mod tests {
         );
         let err = substitute_params("SELECT 1;\nSELECT ${nope}", &params).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("'${nope}' at line 2") && msg.contains("--param nope=VALUE"), "{msg}");
+        assert!(
+            msg.contains("'${nope}' at line 2") && msg.contains("--param nope=VALUE"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -223,12 +223,13 @@ impl KilnSession {
         script: &str,
         mut on_result: impl FnMut(&ScriptStatement, StatementResult),
     ) -> std::result::Result<usize, ScriptError> {
-        let statements = split_statements(script, &self.dialect()).map_err(|error| ScriptError {
-            line: 1,
-            column: 1,
-            statement: String::new(),
-            error,
-        })?;
+        let statements =
+            split_statements(script, &self.dialect()).map_err(|error| ScriptError {
+                line: 1,
+                column: 1,
+                statement: String::new(),
+                error,
+            })?;
         for statement in &statements {
             let result = self
                 .execute(&statement.positioned_sql())
@@ -281,9 +282,13 @@ impl KilnSession {
             DFStatement::Statement(s) => match s.as_mut() {
                 SQLStatement::ShowTables { .. } => return self.show_tables(),
                 SQLStatement::CreateTable(create) => {
-                    if let HiveDistributionStyle::PARTITIONED { columns } = &create.hive_distribution
+                    if let HiveDistributionStyle::PARTITIONED { columns } =
+                        &create.hive_distribution
                     {
-                        partition_by = columns.iter().map(|c| normalize_ident(&c.name.value, c.name.quote_style)).collect();
+                        partition_by = columns
+                            .iter()
+                            .map(|c| normalize_ident(&c.name.value, c.name.quote_style))
+                            .collect();
                         create.hive_distribution = HiveDistributionStyle::NONE;
                         if create.query.is_none() {
                             return Err(DataFusionError::NotImplemented(
@@ -319,7 +324,9 @@ impl KilnSession {
                 let format = create.file_type.clone();
                 let locations = create.locations.clone();
                 self.ctx
-                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)))
+                    .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(
+                        create,
+                    )))
                     .await?;
                 if !temporary {
                     self.check_name_for_lake(&name)?;
@@ -335,7 +342,9 @@ impl KilnSession {
                         })
                         .map_err(lake_error)?;
                 }
-                Ok(StatementResult::message(format!("created external table {name}")))
+                Ok(StatementResult::message(format!(
+                    "created external table {name}"
+                )))
             }
             LogicalPlan::Ddl(DdlStatement::DropTable(drop)) => self.drop_table(drop).await,
             LogicalPlan::Dml(dml) if self.managed_entry(&dml.table_name)?.is_some() => {
@@ -424,8 +433,14 @@ impl KilnSession {
             self.register_managed(&name, &entry)?;
             0
         } else {
-            self.write_managed(&name, (*create.input).clone(), None, table_schema, partition_by)
-                .await?
+            self.write_managed(
+                &name,
+                (*create.input).clone(),
+                None,
+                table_schema,
+                partition_by,
+            )
+            .await?
         };
         Ok(StatementResult::message(format!(
             "created table {name} ({rows} rows)"
@@ -438,7 +453,9 @@ impl KilnSession {
             .managed_entry(&dml.table_name)?
             .ok_or_else(|| DataFusionError::Internal(format!("{name} is not managed")))?;
         let carry = match dml.op {
-            WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append) => Some(entry.snapshot),
+            WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append) => {
+                Some(entry.snapshot)
+            }
             WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Overwrite) => None,
             other => {
                 return Err(DataFusionError::NotImplemented(format!(
@@ -448,7 +465,13 @@ impl KilnSession {
             }
         };
         let rows = self
-            .write_managed(&name, (*dml.input).clone(), carry, entry.schema, entry.partition_by)
+            .write_managed(
+                &name,
+                (*dml.input).clone(),
+                carry,
+                entry.schema,
+                entry.partition_by,
+            )
             .await?;
         Ok(StatementResult::message(format!(
             "inserted {rows} rows into {name}"
@@ -589,13 +612,21 @@ impl KilnSession {
             rows.insert(name.clone(), row);
         }
         for name in self.table_names() {
-            rows.entry(name)
-                .or_insert_with(|| ["session".to_string(), String::new(), String::new(), String::new()]);
+            rows.entry(name).or_insert_with(|| {
+                [
+                    "session".to_string(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                ]
+            });
         }
         let mut names: Vec<_> = rows.keys().cloned().collect();
         names.sort();
         let column = |i: usize| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(names.iter().map(|n| rows[n][i].clone())))
+            Arc::new(StringArray::from_iter_values(
+                names.iter().map(|n| rows[n][i].clone()),
+            ))
         };
         let schema = Arc::new(Schema::new(vec![
             Field::new("table_name", DataType::Utf8, false),
@@ -628,13 +659,19 @@ fn describe_schema(schema: &Schema) -> Result<StatementResult> {
     let batch = RecordBatch::try_new(
         Arc::clone(&out),
         vec![
-            Arc::new(StringArray::from_iter_values(fields.iter().map(|f| f.name().clone()))),
+            Arc::new(StringArray::from_iter_values(
+                fields.iter().map(|f| f.name().clone()),
+            )),
             Arc::new(StringArray::from_iter_values(
                 fields.iter().map(|f| f.data_type().to_string()),
             )),
-            Arc::new(StringArray::from_iter_values(
-                fields.iter().map(|f| if f.is_nullable() { "YES" } else { "NO" }),
-            )),
+            Arc::new(StringArray::from_iter_values(fields.iter().map(|f| {
+                if f.is_nullable() {
+                    "YES"
+                } else {
+                    "NO"
+                }
+            }))),
         ],
     )?;
     Ok(StatementResult::rows(out, vec![batch]))
@@ -686,9 +723,11 @@ fn table_schema(input: &Schema, partition_by: &[String]) -> Result<Schema> {
         .iter()
         .filter(|f| !partition_by.contains(f.name()))
         .map(nullable);
-    let partitions = partition_by
-        .iter()
-        .map(|p| nullable(&Arc::new(input.field_with_name(p).expect("checked").clone())));
+    let partitions = partition_by.iter().map(|p| {
+        nullable(&Arc::new(
+            input.field_with_name(p).expect("checked").clone(),
+        ))
+    });
     Ok(Schema::new(data.chain(partitions).collect::<Vec<_>>()))
 }
 

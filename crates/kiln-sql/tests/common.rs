@@ -4,7 +4,10 @@ use kiln_sql::{KilnSession, SessionOptions, StatementResult};
 
 /// The repository root (tests run with the crate directory as cwd).
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 pub async fn session(lake: &std::path::Path, partitions: usize) -> KilnSession {
@@ -25,7 +28,12 @@ pub fn rows(result: &StatementResult) -> Vec<Vec<String>> {
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
             .collect();
         for row in 0..batch.num_rows() {
-            out.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+            out.push(
+                formatters
+                    .iter()
+                    .map(|f| f.value(row).to_string())
+                    .collect(),
+            );
         }
     }
     out

@@ -17,7 +17,9 @@ async fn tables_persist_across_sessions() {
         ))
         .await
         .unwrap();
-        s.execute("CREATE TABLE copy PARTITIONED BY (name) AS SELECT * FROM people").await.unwrap();
+        s.execute("CREATE TABLE copy PARTITIONED BY (name) AS SELECT * FROM people")
+            .await
+            .unwrap();
     }
     let s = session(&lake, 2).await;
     assert!(s.take_warnings().is_empty());
@@ -31,8 +33,14 @@ async fn tables_persist_across_sessions() {
     std::fs::remove_file(&csv).unwrap();
     let s = session(&lake, 2).await;
     let warnings = s.take_warnings();
-    assert!(warnings.iter().any(|w| w.contains("'people'")), "{warnings:?}");
-    assert_eq!(rows(&s.execute("SELECT count(*) FROM copy").await.unwrap()), vec![vec!["2"]]);
+    assert!(
+        warnings.iter().any(|w| w.contains("'people'")),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        rows(&s.execute("SELECT count(*) FROM copy").await.unwrap()),
+        vec![vec!["2"]]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -42,7 +50,9 @@ async fn failed_insert_leaves_the_published_snapshot_untouched() {
     s.execute("CREATE TABLE t AS SELECT 1 AS v").await.unwrap();
     let before = s.lake().catalog().unwrap();
     let err = s
-        .execute("INSERT INTO t SELECT CAST(x AS BIGINT) FROM (SELECT 'x' AS x UNION ALL SELECT '2')")
+        .execute(
+            "INSERT INTO t SELECT CAST(x AS BIGINT) FROM (SELECT 'x' AS x UNION ALL SELECT '2')",
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("Cannot cast"), "{err}");
@@ -59,8 +69,13 @@ async fn failed_insert_leaves_the_published_snapshot_untouched() {
 async fn queries_run_as_ballista_jobs() {
     let scratch = tempfile::tempdir().unwrap();
     let s = session(&scratch.path().join("lake"), 2).await;
-    s.execute("CREATE TABLE t AS VALUES (1), (2)").await.unwrap();
-    let explain = s.execute("EXPLAIN SELECT sum(column1) FROM t").await.unwrap();
+    s.execute("CREATE TABLE t AS VALUES (1), (2)")
+        .await
+        .unwrap();
+    let explain = s
+        .execute("EXPLAIN SELECT sum(column1) FROM t")
+        .await
+        .unwrap();
     let text = rows(&explain).concat().join("\n");
     assert!(text.contains("distributed_plan"), "{text}");
     assert!(text.contains("ShuffleWriterExec"), "{text}");
@@ -72,14 +87,28 @@ async fn scripts_report_the_failing_statement_line() {
     let s = session(&scratch.path().join("lake"), 2).await;
     let mut seen = 0;
     let err = s
-        .execute_script("SELECT 1;\n-- comment\n\nSELECT *\nFROM nowhere;\nSELECT 3;", |_, _| seen += 1)
+        .execute_script(
+            "SELECT 1;\n-- comment\n\nSELECT *\nFROM nowhere;\nSELECT 3;",
+            |_, _| seen += 1,
+        )
         .await
         .unwrap_err();
     assert_eq!(seen, 1, "stops at the failing statement");
     assert_eq!(err.line, 4);
-    assert!(err.error.to_string().contains("table 'nowhere' not found"), "{}", err.error);
+    assert!(
+        err.error.to_string().contains("table 'nowhere' not found"),
+        "{}",
+        err.error
+    );
 
-    let err = s.execute_script("SELECT 1;\n\nSELECT 1 +;", |_, _| {}).await.unwrap_err();
+    let err = s
+        .execute_script("SELECT 1;\n\nSELECT 1 +;", |_, _| {})
+        .await
+        .unwrap_err();
     assert_eq!(err.line, 3);
-    assert!(err.error.to_string().contains("at Line: 3, Column: 11"), "{}", err.error);
+    assert!(
+        err.error.to_string().contains("at Line: 3, Column: 11"),
+        "{}",
+        err.error
+    );
 }

@@ -38,7 +38,11 @@ impl sqllogictest::AsyncDB for KilnDb {
         let sql = sql
             .replace("${REPO}", &repo_root().display().to_string())
             .replace("${SCRATCH}", &self.scratch.display().to_string());
-        let result = self.session.execute(&sql).await.map_err(|e| SltError(e.to_string()))?;
+        let result = self
+            .session
+            .execute(&sql)
+            .await
+            .map_err(|e| SltError(e.to_string()))?;
         if !result.has_rows() {
             return Ok(DBOutput::StatementComplete(0));
         }
@@ -81,7 +85,8 @@ fn normalize_cell(cell: String, float: bool, repo: &str, lake: &str) -> String {
             return integral.to_string();
         }
     }
-    cell.replace(lake, "${SCRATCH_LAKE}").replace(repo, "${REPO}")
+    cell.replace(lake, "${SCRATCH_LAKE}")
+        .replace(repo, "${REPO}")
 }
 
 fn slt_files() -> Vec<PathBuf> {
@@ -126,5 +131,11 @@ async fn sql_conformance_suite() {
             failures.push(e);
         }
     }
-    assert!(failures.is_empty(), "{} of {} files failed:\n\n{}", failures.len(), files.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} files failed:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
 }

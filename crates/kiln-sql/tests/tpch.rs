@@ -5,7 +5,9 @@ use crate::common::session;
 
 /// Row counts at SF 0.01 with the validation parameters, cross-checked with DuckDB
 /// on the same generated data.
-const EXPECTED_ROWS: [usize; 22] = [4, 4, 10, 5, 5, 1, 4, 2, 173, 20, 1, 2, 33, 1, 1, 296, 1, 2, 1, 1, 1, 7];
+const EXPECTED_ROWS: [usize; 22] = [
+    4, 4, 10, 5, 5, 1, 4, 2, 173, 20, 1, 2, 33, 1, 1, 296, 1, 2, 1, 1, 1, 7,
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tpch_sf001_all_queries_return_expected_row_counts() {
@@ -17,7 +19,9 @@ async fn tpch_sf001_all_queries_return_expected_row_counts() {
         let ddl = kiln_tpch::csv_table_ddl(table, &format!("{table}_csv"), &csv).unwrap();
         session.execute(&ddl).await.unwrap();
         session
-            .execute(&format!("CREATE TABLE {table} AS SELECT * FROM {table}_csv"))
+            .execute(&format!(
+                "CREATE TABLE {table} AS SELECT * FROM {table}_csv"
+            ))
             .await
             .unwrap();
     }

@@ -114,7 +114,11 @@ pub fn generate_csv(dir: &Path, scale_factor: f64, parts: usize) -> io::Result<V
         let table_dir = dir.join(table);
         fs::create_dir_all(&table_dir)?;
         let mut rows = 0;
-        let part_count = if matches!(table, "nation" | "region") { 1 } else { parts };
+        let part_count = if matches!(table, "nation" | "region") {
+            1
+        } else {
+            parts
+        };
         for part in 1..=part_count {
             let path = table_dir.join(format!("part-{part}.csv"));
             let mut out = BufWriter::with_capacity(1 << 20, File::create(&path)?);
@@ -126,7 +130,13 @@ pub fn generate_csv(dir: &Path, scale_factor: f64, parts: usize) -> io::Result<V
     Ok(counts)
 }
 
-fn write_part(out: &mut impl Write, table: &str, sf: f64, part: i32, parts: i32) -> io::Result<u64> {
+fn write_part(
+    out: &mut impl Write,
+    table: &str,
+    sf: f64,
+    part: i32,
+    parts: i32,
+) -> io::Result<u64> {
     let mut rows = 0u64;
     macro_rules! emit {
         ($csv:ident, $iter:expr) => {{
@@ -146,7 +156,12 @@ fn write_part(out: &mut impl Write, table: &str, sf: f64, part: i32, parts: i32)
         "customer" => emit!(CustomerCsv, CustomerGenerator::new(sf, part, parts).iter()),
         "orders" => emit!(OrderCsv, OrderGenerator::new(sf, part, parts).iter()),
         "lineitem" => emit!(LineItemCsv, LineItemGenerator::new(sf, part, parts).iter()),
-        other => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("unknown TPC-H table {other}"))),
+        other => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown TPC-H table {other}"),
+            ))
+        }
     }
     Ok(rows)
 }
