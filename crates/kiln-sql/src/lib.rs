@@ -30,6 +30,7 @@
 //! ```
 
 pub mod diagnostics;
+pub mod embedded;
 pub mod lake;
 pub mod parser;
 mod session;

@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
@@ -27,6 +27,7 @@ use datafusion::sql::sqlparser::ast::{HiveDistributionStyle, Statement as SQLSta
 use futures::FutureExt;
 
 use crate::diagnostics;
+use crate::embedded;
 use crate::lake::{validate_table_name, ExternalTable, Lake, LakeError, ManagedTable, TableEntry};
 use crate::parser::{split_statements, ScriptStatement};
 
@@ -128,7 +129,6 @@ pub fn kiln_session_config(target_partitions: Option<usize>) -> SessionConfig {
     SessionConfig::new_with_ballista()
         .with_information_schema(true)
         .with_target_partitions(partitions)
-        .set_usize("ballista.standalone.parallelism", partitions)
         .set_bool("ballista.planner.adaptive.enabled", false)
 }
 
@@ -138,6 +138,7 @@ pub struct KilnSession {
     ctx: SessionContext,
     lake: Lake,
     warnings: Mutex<Vec<String>>,
+    cluster: embedded::EmbeddedCluster,
 }
 
 impl KilnSession {
@@ -156,11 +157,15 @@ impl KilnSession {
             .with_config(config)
             .with_default_features()
             .build();
-        let ctx = SessionContext::standalone_with_state(state).await?;
+        let vcores = state.config().target_partitions();
+        let cluster = embedded::start(&state, vcores).await?;
+        let state = state.upgrade_for_ballista(cluster.scheduler_url.clone())?;
+        let ctx = SessionContext::new_with_state(state);
         let session = Self {
             ctx,
             lake,
             warnings: Mutex::new(vec![]),
+            cluster: cluster,
         };
         session.register_catalog().await?;
         Ok(session)
@@ -248,6 +253,7 @@ impl KilnSession {
     /// Executes one statement. A panic anywhere below becomes an internal error.
     pub async fn execute(&self, sql: &str) -> Result<StatementResult> {
         let mut tables = Vec::new();
+        let _in_flight = self.cluster.in_flight();
         let outcome = AssertUnwindSafe(self.execute_inner(sql, &mut tables))
             .catch_unwind()
             .await;
