@@ -11,11 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use ballista_core::config::TaskSchedulingPolicy;
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
 use ballista_core::serde::protobuf::ExecutorRegistration;
-use ballista_core::serde::scheduler::{ExecutorOperatingSystemSpecification, ExecutorSpecification};
+use ballista_core::serde::scheduler::{
+    ExecutorOperatingSystemSpecification, ExecutorSpecification,
+};
 use ballista_core::serde::BallistaCodec;
 use ballista_core::utils::{create_grpc_server, GrpcServerConfig};
 use ballista_core::{ConfigProducer, RuntimeProducer, BALLISTA_PROTOCOL_VERSION};
@@ -25,7 +28,6 @@ use ballista_executor::flight_service::BallistaFlightService;
 use ballista_executor::health::ExecutorHealth;
 use ballista_executor::metrics::LoggingMetricsCollector;
 use ballista_scheduler::cluster::BallistaCluster;
-use ballista_core::config::TaskSchedulingPolicy;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::metrics::default_metrics_collector;
 use ballista_scheduler::scheduler_server::SchedulerServer;
@@ -37,7 +39,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_stream::wrappers::TcpListenerStream;
 
-fn config_error(what: &str) -> impl FnOnce(ballista_core::error::BallistaError) -> DataFusionError + '_ {
+fn config_error(
+    what: &str,
+) -> impl FnOnce(ballista_core::error::BallistaError) -> DataFusionError + '_ {
     move |e| DataFusionError::Configuration(format!("embedded Ballista {what}: {e}"))
 }
 
@@ -123,7 +127,9 @@ pub async fn start(state: &SessionState, vcores: usize) -> Result<EmbeddedCluste
     );
 
     let scheduler_client = connect(&scheduler_url).await?;
-    let work_dir = tempfile::Builder::new().prefix("kiln-executor-").tempdir()?;
+    let work_dir = tempfile::Builder::new()
+        .prefix("kiln-executor-")
+        .tempdir()?;
     let work_dir_path = work_dir.path().display().to_string();
     let listener = TcpListener::bind("localhost:0").await?;
     let registration = ExecutorRegistration {
@@ -131,7 +137,11 @@ pub async fn start(state: &SessionState, vcores: usize) -> Result<EmbeddedCluste
         host: Some("localhost".to_string()),
         port: listener.local_addr()?.port() as u32,
         grpc_port: 0,
-        specification: Some(ExecutorSpecification::default().with_vcores(vcores as u32).into()),
+        specification: Some(
+            ExecutorSpecification::default()
+                .with_vcores(vcores as u32)
+                .into(),
+        ),
         os_info: Some(ExecutorOperatingSystemSpecification::default().into()),
         ballista_protocol_version: BALLISTA_PROTOCOL_VERSION,
     };

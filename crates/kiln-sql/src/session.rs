@@ -165,7 +165,7 @@ impl KilnSession {
             ctx,
             lake,
             warnings: Mutex::new(vec![]),
-            cluster: cluster,
+            cluster,
         };
         session.register_catalog().await?;
         Ok(session)
