@@ -1,10 +1,10 @@
-//! The kernels crate must stay free of DataFusion, Arrow and Ballista so it
-//! builds and tests in seconds: walk its dependency graph in Cargo.lock.
+//! The kernels and ML crates must stay free of DataFusion, Arrow and Ballista
+//! so they build and test in seconds: walk their dependency graphs in Cargo.lock.
 
 use std::collections::{BTreeSet, HashMap};
 
 #[test]
-fn kernels_do_not_depend_on_datafusion_arrow_or_ballista() {
+fn kernels_and_ml_do_not_depend_on_datafusion_arrow_or_ballista() {
     let lock =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).unwrap();
     let mut deps: HashMap<String, Vec<String>> = HashMap::new();

@@ -1,0 +1,64 @@
+//! Kiln's machine learning, free of DataFusion: models and their options
+//! ([`options`]), dense networks over the kernels ([`network`]), the
+//! per-partition training round and the combine step ([`train`]), the round
+//! driver ([`fit`]), metrics ([`metrics`]) and model files ([`file`]).
+//!
+//! ```text
+//! partition rows ─▶ train_round (local mini-batch steps) ─▶ RoundUpdate ┐
+//! partition rows ─▶ train_round ─────────────────────────▶ RoundUpdate ┼▶ combine ─▶ next round
+//! ```
+//! The SQL layer turns Arrow batches into [`Batch`]es and runs `train_round`
+//! inside a Ballista operator; everything here is plain `f32` math on
+//! [`kiln_kernels::Backend`].
+//!
+//! ```
+//! use kiln_ml::{fit, Batch, ModelType, Targets, TrainOptions};
+//! use kiln_kernels::cpu::CpuBackend;
+//! // y = 2x + 1, solved exactly from XᵀX / Xᵀy.
+//! let batch = Batch { features: vec![0.0, 1.0, 2.0, 3.0], dims: 1,
+//!                     targets: Targets::Values(vec![1.0, 3.0, 5.0, 7.0]) };
+//! let mut options = TrainOptions::default();
+//! options.solver = kiln_ml::options::Solver::Normal;
+//! let (model, _) = fit(ModelType::LinearRegression, &options, &[vec![batch]], None,
+//!                      &CpuBackend::default(), None, |_| {}).unwrap();
+//! assert!((model.params()[0] - 2.0).abs() < 1e-4 && (model.params()[1] - 1.0).abs() < 1e-4);
+//! ```
+
+// Dense linear algebra (confusion matrices, Cholesky) reads best with indices.
+#![allow(clippy::needless_range_loop)]
+
+pub mod data;
+mod error;
+pub mod file;
+pub mod fit;
+pub mod metrics;
+pub mod model;
+pub mod network;
+pub mod options;
+pub mod train;
+
+pub use data::{Batch, Targets};
+pub use error::{MlError, Result};
+pub use fit::{evaluate, fit, EpochRecord, History};
+pub use model::{Model, Predictions, Task};
+pub use options::{ModelType, OptionValue, TrainOptions};
+
+pub(crate) mod serde_activation {
+    use kiln_kernels::Activation;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(a: &Activation, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match a {
+            Activation::Identity => "identity",
+            Activation::Relu => "relu",
+            Activation::Tanh => "tanh",
+            Activation::Sigmoid => "sigmoid",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Activation, D::Error> {
+        let name = String::deserialize(d)?;
+        Activation::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown activation {name}")))
+    }
+}

@@ -1,0 +1,241 @@
+//! A model: its type, task, parameters, loss and prediction.
+
+use kiln_kernels::Backend;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Batch, Targets};
+use crate::network::Network;
+use crate::options::{ModelType, TaskChoice, TrainOptions};
+use crate::{MlError, Result};
+
+/// What the model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Task {
+    Regression,
+    BinaryClassification,
+    MulticlassClassification { classes: usize },
+    Clustering { k: usize },
+}
+
+/// Model parameters plus everything needed to use them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub model_type: ModelType,
+    pub task: Task,
+    /// Feature width (after vectors are flattened).
+    pub dims: usize,
+    /// The network of the gradient-trained types.
+    pub network: Option<Network>,
+    /// kmeans centroids, `k × dims`.
+    #[serde(skip)]
+    pub centroids: Vec<f32>,
+}
+
+/// Predictions for a batch: one value per row (a regression value, a class
+/// index or a cluster index), plus class probabilities for classifiers
+/// (`rows × 1` for binary: P(class 1); `rows × classes` for multiclass).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    pub values: Vec<f32>,
+    pub probabilities: Option<Vec<f32>>,
+}
+
+impl Model {
+    /// A freshly initialised model. `classes` is the number of distinct labels
+    /// for classifiers (`None` for regression labels).
+    pub fn new(
+        model_type: ModelType,
+        dims: usize,
+        classes: Option<usize>,
+        options: &TrainOptions,
+    ) -> Result<Self> {
+        if dims == 0 {
+            return Err(MlError::InvalidData(
+                "the model needs at least one feature column".into(),
+            ));
+        }
+        let task = match (model_type, classes) {
+            (ModelType::Kmeans, _) => Task::Clustering { k: options.k },
+            (ModelType::LinearRegression, _) => Task::Regression,
+            (ModelType::Mlp, _) if options.task == Some(TaskChoice::Regression) => Task::Regression,
+            (ModelType::Mlp, None) if options.task != Some(TaskChoice::Classification) => Task::Regression,
+            (_, Some(n)) if n < 2 => {
+                return Err(MlError::InvalidData(format!(
+                    "the label has {n} class; classification needs at least two"
+                )))
+            }
+            (ModelType::LogisticRegression, Some(2)) => Task::BinaryClassification,
+            (ModelType::LogisticRegression, Some(n)) => {
+                return Err(MlError::InvalidData(format!(
+                    "logistic_regression is binary but the label has {n} classes; use softmax_regression"
+                )))
+            }
+            (ModelType::Mlp, Some(2)) => Task::BinaryClassification,
+            (ModelType::SoftmaxRegression | ModelType::Mlp, Some(n)) => Task::MulticlassClassification { classes: n },
+            (_, None) => {
+                return Err(MlError::InvalidData(format!(
+                    "{model_type} needs a class label (integer, boolean or string)"
+                )))
+            }
+        };
+        let outputs = match task {
+            Task::Regression | Task::BinaryClassification => 1,
+            Task::MulticlassClassification { classes } => classes,
+            Task::Clustering { .. } => 0,
+        };
+        let network = match model_type {
+            ModelType::Kmeans => None,
+            ModelType::Mlp => Some(Network::new(
+                dims,
+                &options.hidden_units,
+                outputs,
+                options.activation,
+                options.seed,
+            )),
+            _ => Some(Network::new(
+                dims,
+                &[],
+                outputs,
+                options.activation,
+                options.seed,
+            )),
+        };
+        Ok(Self {
+            model_type,
+            task,
+            dims,
+            network,
+            centroids: vec![],
+        })
+    }
+
+    /// The parameters that rounds update and files store.
+    pub fn params(&self) -> &[f32] {
+        match &self.network {
+            Some(n) => &n.params,
+            None => &self.centroids,
+        }
+    }
+
+    pub fn set_params(&mut self, params: Vec<f32>) {
+        match &mut self.network {
+            Some(n) => n.params = params,
+            None => self.centroids = params,
+        }
+    }
+
+    /// The loss of `logits` against `targets` and its gradient.
+    pub fn loss(
+        &self,
+        backend: &dyn Backend,
+        logits: &[f32],
+        targets: &Targets,
+        grad: &mut [f32],
+    ) -> Result<f32> {
+        Ok(match (self.task, targets) {
+            (Task::Regression, Targets::Values(y)) => {
+                backend.mean_squared_error(logits, y, grad)?
+            }
+            (Task::BinaryClassification, Targets::Classes(c)) => {
+                let y: Vec<f32> = c.iter().map(|&c| c as f32).collect();
+                backend.sigmoid_binary_cross_entropy(logits, &y, grad)?
+            }
+            (Task::MulticlassClassification { classes }, Targets::Classes(c)) => {
+                backend.softmax_cross_entropy(logits, c, classes, grad)?
+            }
+            _ => {
+                return Err(MlError::InvalidData(
+                    "the targets do not match the model's task".into(),
+                ))
+            }
+        })
+    }
+
+    /// Predicts every row of `batch` (targets are ignored).
+    pub fn predict(&self, backend: &dyn Backend, batch: &Batch) -> Result<Predictions> {
+        if batch.dims != self.dims {
+            return Err(MlError::InvalidData(format!(
+                "the model expects {} feature values per row, got {}",
+                self.dims, batch.dims
+            )));
+        }
+        let rows = batch.rows();
+        if let Task::Clustering { k } = self.task {
+            let values = (0..rows)
+                .map(|r| {
+                    nearest_centroid(
+                        &self.centroids,
+                        k,
+                        &batch.features[r * self.dims..(r + 1) * self.dims],
+                    )
+                    .0 as f32
+                })
+                .collect();
+            return Ok(Predictions {
+                values,
+                probabilities: None,
+            });
+        }
+        let network = self
+            .network
+            .as_ref()
+            .expect("supervised models have a network");
+        let pass = network.forward(backend, &batch.features, rows, None)?;
+        let logits = pass.logits();
+        Ok(match self.task {
+            Task::Regression => Predictions {
+                values: logits.to_vec(),
+                probabilities: None,
+            },
+            Task::BinaryClassification => {
+                let p: Vec<f32> = logits.iter().map(|z| 1.0 / (1.0 + (-z).exp())).collect();
+                Predictions {
+                    values: p
+                        .iter()
+                        .map(|p| if *p >= 0.5 { 1.0 } else { 0.0 })
+                        .collect(),
+                    probabilities: Some(p),
+                }
+            }
+            Task::MulticlassClassification { classes } => {
+                let mut probabilities = Vec::with_capacity(logits.len());
+                let mut values = Vec::with_capacity(rows);
+                for z in logits.chunks(classes) {
+                    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let exp: Vec<f32> = z.iter().map(|v| (v - max).exp()).collect();
+                    let sum: f32 = exp.iter().sum();
+                    let best = exp
+                        .iter()
+                        .enumerate()
+                        .fold(0, |b, (i, v)| if *v > exp[b] { i } else { b });
+                    values.push(best as f32);
+                    probabilities.extend(exp.iter().map(|e| e / sum));
+                }
+                Predictions {
+                    values,
+                    probabilities: Some(probabilities),
+                }
+            }
+            Task::Clustering { .. } => unreachable!("handled above"),
+        })
+    }
+}
+
+/// Index and squared distance of the centroid nearest to `row`.
+pub fn nearest_centroid(centroids: &[f32], k: usize, row: &[f32]) -> (usize, f32) {
+    let d = row.len();
+    (0..k)
+        .map(|c| {
+            let dist: f32 = centroids[c * d..(c + 1) * d]
+                .iter()
+                .zip(row)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum();
+            (c, dist)
+        })
+        .fold(
+            (0, f32::INFINITY),
+            |best, cur| if cur.1 < best.1 { cur } else { best },
+        )
+}

@@ -1,0 +1,471 @@
+//! `TRAIN MODEL ... OPTIONS (...)`: parsed once, validated, with defaults.
+
+use std::fmt;
+
+use kiln_kernels::{Activation, Optimizer};
+use serde::{Deserialize, Serialize};
+
+use crate::{MlError, Result};
+
+/// The model types `TRAIN MODEL ... USING` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelType {
+    LinearRegression,
+    LogisticRegression,
+    SoftmaxRegression,
+    Mlp,
+    Kmeans,
+}
+
+impl ModelType {
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "linear_regression" => Self::LinearRegression,
+            "logistic_regression" => Self::LogisticRegression,
+            "softmax_regression" => Self::SoftmaxRegression,
+            "mlp" => Self::Mlp,
+            "kmeans" => Self::Kmeans,
+            _ => return Err(MlError::UnknownModelType(name.to_string())),
+        })
+    }
+
+    pub fn is_supervised(self) -> bool {
+        self != Self::Kmeans
+    }
+
+    fn valid_options(self) -> &'static [&'static str] {
+        const COMMON: [&str; 11] = [
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "optimizer",
+            "l2",
+            "seed",
+            "validation_fraction",
+            "early_stopping_patience",
+            "device",
+            "warm_start",
+            "momentum",
+        ];
+        match self {
+            Self::LinearRegression => &[
+                "epochs",
+                "batch_size",
+                "learning_rate",
+                "optimizer",
+                "l2",
+                "seed",
+                "validation_fraction",
+                "early_stopping_patience",
+                "device",
+                "warm_start",
+                "momentum",
+                "solver",
+            ],
+            Self::LogisticRegression | Self::SoftmaxRegression => &COMMON,
+            Self::Mlp => &[
+                "epochs",
+                "batch_size",
+                "learning_rate",
+                "optimizer",
+                "l2",
+                "seed",
+                "validation_fraction",
+                "early_stopping_patience",
+                "device",
+                "warm_start",
+                "momentum",
+                "hidden_units",
+                "activation",
+                "dropout",
+                "task",
+            ],
+            Self::Kmeans => &[
+                "epochs",
+                "k",
+                "seed",
+                "device",
+                "warm_start",
+                "validation_fraction",
+            ],
+        }
+    }
+}
+
+impl fmt::Display for ModelType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string));
+        f.write_str(name.as_deref().unwrap_or("?"))
+    }
+}
+
+/// A value written in `OPTIONS (key = value)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OptionValue {
+    Bool(bool),
+    Number(f64),
+    Text(String),
+    List(Vec<f64>),
+}
+
+impl fmt::Display for OptionValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bool(b) => write!(f, "{b}"),
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Text(s) => write!(f, "'{s}'"),
+            Self::List(l) => write!(f, "{l:?}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Sgd,
+    Momentum,
+    Adam,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Solver {
+    /// Mini-batch gradient descent with per-partition model averaging.
+    Sgd,
+    /// Exact least squares from summed XᵀX and Xᵀy (linear regression).
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+/// `task` for mlp: chosen from the label type unless given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskChoice {
+    Classification,
+    Regression,
+}
+
+/// Validated training options with their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f32,
+    pub optimizer: OptimizerKind,
+    pub momentum: f32,
+    pub l2: f32,
+    pub seed: u64,
+    pub validation_fraction: f32,
+    pub early_stopping_patience: Option<usize>,
+    pub device: DeviceChoice,
+    pub warm_start: bool,
+    pub solver: Solver,
+    pub hidden_units: Vec<usize>,
+    #[serde(with = "crate::serde_activation")]
+    pub activation: Activation,
+    pub dropout: f32,
+    pub k: usize,
+    pub task: Option<TaskChoice>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 256,
+            learning_rate: 0.01,
+            optimizer: OptimizerKind::Adam,
+            momentum: 0.9,
+            l2: 0.0,
+            seed: 42,
+            validation_fraction: 0.0,
+            early_stopping_patience: None,
+            device: DeviceChoice::Cpu,
+            warm_start: false,
+            solver: Solver::Sgd,
+            hidden_units: vec![64],
+            activation: Activation::Relu,
+            dropout: 0.0,
+            k: 8,
+            task: None,
+        }
+    }
+}
+
+fn invalid(option: &str, problem: &str, value: &OptionValue) -> MlError {
+    MlError::InvalidOption {
+        option: option.to_string(),
+        problem: problem.to_string(),
+        value: value.to_string(),
+    }
+}
+
+fn number(option: &str, value: &OptionValue) -> Result<f64> {
+    match value {
+        OptionValue::Number(n) if n.is_finite() => Ok(*n),
+        other => Err(invalid(option, "must be a number", other)),
+    }
+}
+
+fn positive_int(option: &str, value: &OptionValue) -> Result<usize> {
+    let n = number(option, value)?;
+    if n >= 1.0 && n.fract() == 0.0 && n <= 1e9 {
+        Ok(n as usize)
+    } else {
+        Err(invalid(option, "must be a positive whole number", value))
+    }
+}
+
+fn text<'a>(option: &str, value: &'a OptionValue, allowed: &[&str]) -> Result<&'a str> {
+    match value {
+        OptionValue::Text(s) if allowed.contains(&s.to_ascii_lowercase().as_str()) => {
+            Ok(s.as_str())
+        }
+        other => Err(invalid(
+            option,
+            &format!("must be one of {}", allowed.join(", ")),
+            other,
+        )),
+    }
+}
+
+impl TrainOptions {
+    /// Validates `pairs` for `model_type`: unknown keys list the valid ones,
+    /// mistyped values say what is expected.
+    pub fn parse(model_type: ModelType, pairs: &[(String, OptionValue)]) -> Result<Self> {
+        let mut o = Self::default();
+        if model_type == ModelType::Kmeans {
+            o.epochs = 20;
+        }
+        let valid = model_type.valid_options();
+        for (key, value) in pairs {
+            let key = key.to_ascii_lowercase();
+            if !valid.contains(&key.as_str()) {
+                return Err(MlError::UnknownOption {
+                    option: key,
+                    model_type: model_type.to_string(),
+                    valid: valid.join(", "),
+                });
+            }
+            match key.as_str() {
+                "epochs" => o.epochs = positive_int(&key, value)?,
+                "batch_size" => o.batch_size = positive_int(&key, value)?,
+                "k" => o.k = positive_int(&key, value)?,
+                "early_stopping_patience" => {
+                    o.early_stopping_patience = Some(positive_int(&key, value)?)
+                }
+                "seed" => {
+                    let n = number(&key, value)?;
+                    if n < 0.0 || n.fract() != 0.0 {
+                        return Err(invalid(&key, "must be a non-negative whole number", value));
+                    }
+                    o.seed = n as u64;
+                }
+                "learning_rate" => {
+                    let n = number(&key, value)?;
+                    if n <= 0.0 {
+                        return Err(invalid(&key, "must be greater than 0", value));
+                    }
+                    o.learning_rate = n as f32;
+                }
+                "momentum" | "l2" | "dropout" | "validation_fraction" => {
+                    let n = number(&key, value)?;
+                    let upper = if key == "l2" { f64::MAX } else { 1.0 };
+                    if !(0.0..upper).contains(&n) {
+                        return Err(invalid(
+                            &key,
+                            &format!(
+                                "must be in [0, {}{}",
+                                if key == "l2" { "∞" } else { "1" },
+                                ")"
+                            ),
+                            value,
+                        ));
+                    }
+                    match key.as_str() {
+                        "momentum" => o.momentum = n as f32,
+                        "l2" => o.l2 = n as f32,
+                        "dropout" => o.dropout = n as f32,
+                        _ => o.validation_fraction = n as f32,
+                    }
+                }
+                "optimizer" => {
+                    o.optimizer = match text(&key, value, &["sgd", "momentum", "adam"])?
+                        .to_ascii_lowercase()
+                        .as_str()
+                    {
+                        "sgd" => OptimizerKind::Sgd,
+                        "momentum" => OptimizerKind::Momentum,
+                        _ => OptimizerKind::Adam,
+                    }
+                }
+                "solver" => {
+                    o.solver = match text(&key, value, &["sgd", "normal"])?
+                        .to_ascii_lowercase()
+                        .as_str()
+                    {
+                        "normal" => Solver::Normal,
+                        _ => Solver::Sgd,
+                    }
+                }
+                "device" => {
+                    o.device = match text(&key, value, &["cpu", "cuda", "auto"])?
+                        .to_ascii_lowercase()
+                        .as_str()
+                    {
+                        "cuda" => DeviceChoice::Cuda,
+                        "auto" => DeviceChoice::Auto,
+                        _ => DeviceChoice::Cpu,
+                    }
+                }
+                "task" => {
+                    o.task = Some(
+                        match text(&key, value, &["classification", "regression"])?
+                            .to_ascii_lowercase()
+                            .as_str()
+                        {
+                            "regression" => TaskChoice::Regression,
+                            _ => TaskChoice::Classification,
+                        },
+                    )
+                }
+                "activation" => {
+                    o.activation =
+                        Activation::parse(text(&key, value, &["relu", "tanh", "sigmoid"])?)
+                            .expect("listed")
+                }
+                "warm_start" => match value {
+                    OptionValue::Bool(b) => o.warm_start = *b,
+                    other => return Err(invalid(&key, "must be true or false", other)),
+                },
+                "hidden_units" => match value {
+                    OptionValue::List(units)
+                        if !units.is_empty()
+                            && units.iter().all(|u| *u >= 1.0 && u.fract() == 0.0) =>
+                    {
+                        o.hidden_units = units.iter().map(|u| *u as usize).collect()
+                    }
+                    OptionValue::Number(_) => o.hidden_units = vec![positive_int(&key, value)?],
+                    other => {
+                        return Err(invalid(
+                            &key,
+                            "must be a list of positive whole numbers such as [64, 32]",
+                            other,
+                        ))
+                    }
+                },
+                _ => unreachable!("listed in valid_options"),
+            }
+        }
+        if o.device == DeviceChoice::Cuda {
+            return Err(MlError::NotAvailable(
+                "device = 'cuda' (Kiln's CUDA kernels)".to_string()
+                    + "; use device = 'cpu' or 'auto'",
+            ));
+        }
+        if o.solver == Solver::Normal && model_type != ModelType::LinearRegression {
+            return Err(invalid(
+                "solver",
+                "'normal' applies to linear_regression only",
+                &OptionValue::Text("normal".into()),
+            ));
+        }
+        Ok(o)
+    }
+
+    /// The kernels' optimizer for these options.
+    pub fn optimizer(&self) -> Optimizer {
+        match self.optimizer {
+            OptimizerKind::Sgd => Optimizer::Sgd {
+                learning_rate: self.learning_rate,
+                l2: self.l2,
+            },
+            OptimizerKind::Momentum => Optimizer::Momentum {
+                learning_rate: self.learning_rate,
+                momentum: self.momentum,
+                l2: self.l2,
+            },
+            OptimizerKind::Adam => Optimizer::Adam {
+                learning_rate: self.learning_rate,
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-8,
+                l2: self.l2,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(items: &[(&str, OptionValue)]) -> Vec<(String, OptionValue)> {
+        items
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn parses_and_validates() {
+        let o = TrainOptions::parse(
+            ModelType::Mlp,
+            &pairs(&[
+                ("epochs", OptionValue::Number(5.0)),
+                ("hidden_units", OptionValue::List(vec![64.0, 32.0])),
+                ("activation", OptionValue::Text("tanh".into())),
+                ("optimizer", OptionValue::Text("SGD".into())),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (o.epochs, o.hidden_units.clone(), o.activation),
+            (5, vec![64, 32], Activation::Tanh)
+        );
+        assert_eq!(o.optimizer, OptimizerKind::Sgd);
+
+        let err = TrainOptions::parse(
+            ModelType::LogisticRegression,
+            &pairs(&[("epoch", OptionValue::Number(1.0))]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown option 'epoch'") && err.contains("valid options: epochs"),
+            "{err}"
+        );
+
+        let err = TrainOptions::parse(
+            ModelType::Mlp,
+            &pairs(&[("epochs", OptionValue::Text("ten".into()))]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "option 'epochs' must be a number (got 'ten')");
+
+        let err = TrainOptions::parse(
+            ModelType::Mlp,
+            &pairs(&[("device", OptionValue::Text("cuda".into()))]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not available yet"), "{err}");
+
+        assert!(ModelType::parse("random_forest")
+            .unwrap_err()
+            .to_string()
+            .contains("valid types"));
+    }
+}

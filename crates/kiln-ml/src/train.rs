@@ -1,0 +1,288 @@
+//! Training in rounds, as Ballista runs it: each partition streams its rows
+//! through [`train_round`] (local mini-batch steps from the current
+//! parameters) and emits a [`RoundUpdate`]; [`combine`] reduces the updates
+//! (row-weighted averaging, i.e. synchronous local SGD / FedAvg; sums for
+//! kmeans); the driver publishes the result and starts the next round.
+//! `solver = 'normal'` instead sums [`NormalStats`] once and solves exactly.
+//!
+//! Memory per partition is bounded by one incoming batch plus the model.
+
+use kiln_kernels::{Backend, OptimizerState};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Batch, Targets};
+use crate::model::{nearest_centroid, Model, Task};
+use crate::options::TrainOptions;
+use crate::{MlError, Result};
+
+/// What one partition sends back after a round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundUpdate {
+    /// Updated parameters (networks) or per-cluster sums then counts (kmeans).
+    pub params: Vec<f32>,
+    /// Training rows this partition saw in the round.
+    pub rows: u64,
+    /// Sum of per-row training loss (kmeans: inertia).
+    pub loss_sum: f64,
+}
+
+/// Whether row `index` of `partition` is held out for validation: a pure
+/// function of the seed and the row's position, so reruns agree.
+pub fn is_validation_row(seed: u64, partition: u64, index: u64, fraction: f32) -> bool {
+    if fraction <= 0.0 {
+        return false;
+    }
+    let mut x = seed
+        ^ partition.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ index.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    let uniform = (x >> 11) as f64 / (1u64 << 53) as f64;
+    uniform < fraction as f64
+}
+
+/// Splits a partition's stream into training rows (for the round) and, via
+/// `validation`, the held-out ones.
+fn split<'a>(
+    options: &'a TrainOptions,
+    partition: u64,
+    batches: impl IntoIterator<Item = Result<Batch>> + 'a,
+) -> impl Iterator<Item = Result<Batch>> + 'a {
+    let mut offset = 0u64;
+    batches.into_iter().map(move |batch| {
+        let batch = batch?;
+        let start = offset;
+        offset += batch.rows() as u64;
+        if options.validation_fraction <= 0.0 {
+            return Ok(batch);
+        }
+        Ok(batch.select(|r| {
+            !is_validation_row(
+                options.seed,
+                partition,
+                start + r as u64,
+                options.validation_fraction,
+            )
+        }))
+    })
+}
+
+/// One round of local training on one partition's rows.
+pub fn train_round(
+    model: &Model,
+    options: &TrainOptions,
+    backend: &dyn Backend,
+    batches: impl IntoIterator<Item = Result<Batch>>,
+    round: u64,
+    partition: u64,
+) -> Result<RoundUpdate> {
+    if let Task::Clustering { k } = model.task {
+        return kmeans_round(model, k, split(options, partition, batches));
+    }
+    let network = model
+        .network
+        .as_ref()
+        .expect("gradient-trained models have a network");
+    let mut local = network.clone();
+    let mut state = OptimizerState::new(local.params.len());
+    let optimizer = options.optimizer();
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        options.seed ^ (round << 32) ^ partition.wrapping_mul(0x9E37_79B9),
+    );
+    let (mut rows, mut loss_sum) = (0u64, 0f64);
+    for batch in split(options, partition, batches) {
+        let batch = batch?;
+        let mut order: Vec<usize> = (0..batch.rows()).collect();
+        order.shuffle(&mut rng);
+        for chunk in order.chunks(options.batch_size) {
+            let mini = batch.gather(chunk);
+            let n = mini.rows();
+            let dropout = (options.dropout > 0.0).then_some((options.dropout, &mut rng));
+            let pass = local.forward(backend, &mini.features, n, dropout)?;
+            let mut grad = vec![0.0; pass.logits().len()];
+            let loss = model.loss(backend, pass.logits(), &mini.targets, &mut grad)?;
+            let grads = local.backward(backend, &mini.features, n, &pass, grad)?;
+            backend.optimizer_step(optimizer, &mut local.params, &grads, &mut state)?;
+            rows += n as u64;
+            loss_sum += loss as f64 * n as f64;
+        }
+    }
+    Ok(RoundUpdate {
+        params: local.params,
+        rows,
+        loss_sum,
+    })
+}
+
+fn kmeans_round(
+    model: &Model,
+    k: usize,
+    batches: impl Iterator<Item = Result<Batch>>,
+) -> Result<RoundUpdate> {
+    let d = model.dims;
+    let mut sums = vec![0.0f32; k * d + k];
+    let (mut rows, mut inertia) = (0u64, 0f64);
+    for batch in batches {
+        let batch = batch?;
+        for row in batch.features.chunks(d) {
+            let (c, dist) = nearest_centroid(&model.centroids, k, row);
+            sums[c * d..(c + 1) * d]
+                .iter_mut()
+                .zip(row)
+                .for_each(|(s, v)| *s += v);
+            sums[k * d + c] += 1.0;
+            inertia += dist as f64;
+            rows += 1;
+        }
+    }
+    Ok(RoundUpdate {
+        params: sums,
+        rows,
+        loss_sum: inertia,
+    })
+}
+
+/// Reduces the partitions' updates into the next parameters. Partitions
+/// that saw no rows do not vote; if none did, the parameters are unchanged.
+pub fn combine(model: &Model, updates: &[RoundUpdate]) -> Result<Vec<f32>> {
+    let total: u64 = updates.iter().map(|u| u.rows).sum();
+    if total == 0 {
+        return Ok(model.params().to_vec());
+    }
+    if let Task::Clustering { k } = model.task {
+        let d = model.dims;
+        let mut sums = vec![0.0f64; k * d + k];
+        for u in updates {
+            sums.iter_mut()
+                .zip(&u.params)
+                .for_each(|(s, v)| *s += *v as f64);
+        }
+        let mut centroids = model.centroids.clone();
+        for c in 0..k {
+            let count = sums[k * d + c];
+            if count > 0.0 {
+                for j in 0..d {
+                    centroids[c * d + j] = (sums[c * d + j] / count) as f32;
+                }
+            }
+        }
+        return Ok(centroids);
+    }
+    let mut averaged = vec![0.0f64; model.params().len()];
+    for u in updates.iter().filter(|u| u.rows > 0) {
+        let weight = u.rows as f64 / total as f64;
+        averaged
+            .iter_mut()
+            .zip(&u.params)
+            .for_each(|(a, p)| *a += weight * *p as f64);
+    }
+    Ok(averaged.into_iter().map(|v| v as f32).collect())
+}
+
+/// Sufficient statistics for exact least squares: `[X 1]ᵀ[X 1]` and `[X 1]ᵀy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormalStats {
+    pub dims: usize,
+    pub xtx: Vec<f64>,
+    pub xty: Vec<f64>,
+    pub rows: u64,
+}
+
+impl NormalStats {
+    pub fn new(dims: usize) -> Self {
+        let n = dims + 1;
+        Self {
+            dims,
+            xtx: vec![0.0; n * n],
+            xty: vec![0.0; n],
+            rows: 0,
+        }
+    }
+
+    pub fn add(&mut self, batch: &Batch) -> Result<()> {
+        let Targets::Values(y) = &batch.targets else {
+            return Err(MlError::InvalidData(
+                "solver 'normal' needs a numeric label".into(),
+            ));
+        };
+        let n = self.dims + 1;
+        let mut row = vec![1.0f64; n];
+        for (r, features) in batch.features.chunks(self.dims).enumerate() {
+            row[..self.dims]
+                .iter_mut()
+                .zip(features)
+                .for_each(|(a, b)| *a = *b as f64);
+            for i in 0..n {
+                let ri = row[i];
+                self.xty[i] += ri * y[r] as f64;
+                for j in i..n {
+                    self.xtx[i * n + j] += ri * row[j];
+                }
+            }
+        }
+        self.rows += batch.rows() as u64;
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &NormalStats) {
+        self.xtx
+            .iter_mut()
+            .zip(&other.xtx)
+            .for_each(|(a, b)| *a += b);
+        self.xty
+            .iter_mut()
+            .zip(&other.xty)
+            .for_each(|(a, b)| *a += b);
+        self.rows += other.rows;
+    }
+
+    /// Solves `(XᵀX + l2·I) w = Xᵀy` (the intercept is not penalised) by
+    /// Cholesky; returns the weights then the intercept.
+    pub fn solve(&self, l2: f64) -> Result<Vec<f64>> {
+        let n = self.dims + 1;
+        let mut a = vec![0.0; n * n];
+        for i in 0..n {
+            for j in i..n {
+                a[i * n + j] = self.xtx[i * n + j];
+                a[j * n + i] = self.xtx[i * n + j];
+            }
+        }
+        let scale = (0..n).map(|i| a[i * n + i]).fold(0.0f64, f64::max).max(1.0);
+        for i in 0..self.dims {
+            a[i * n + i] += l2 + 1e-12 * scale;
+        }
+        let mut l = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let s: f64 = (0..j).map(|p| l[i * n + p] * l[j * n + p]).sum();
+                if i == j {
+                    let v = a[i * n + i] - s;
+                    if v <= 0.0 {
+                        return Err(MlError::InvalidData(
+                            "the features are linearly dependent (or constant); drop redundant columns or set l2 > 0"
+                                .into(),
+                        ));
+                    }
+                    l[i * n + i] = v.sqrt();
+                } else {
+                    l[i * n + j] = (a[i * n + j] - s) / l[j * n + j];
+                }
+            }
+        }
+        let mut z = vec![0.0; n];
+        for i in 0..n {
+            z[i] = (self.xty[i] - (0..i).map(|p| l[i * n + p] * z[p]).sum::<f64>()) / l[i * n + i];
+        }
+        let mut w = vec![0.0; n];
+        for i in (0..n).rev() {
+            w[i] = (z[i] - (i + 1..n).map(|p| l[p * n + i] * w[p]).sum::<f64>()) / l[i * n + i];
+        }
+        Ok(w)
+    }
+}

@@ -1,0 +1,463 @@
+//! kiln-ml behaviour on synthetic data: gradients, solvers, accuracy targets,
+//! partition-count invariance, determinism, files.
+
+use kiln_kernels::cpu::CpuBackend;
+use kiln_kernels::{Activation, Backend};
+use kiln_ml::network::Network;
+use kiln_ml::options::{OptimizerKind, Solver};
+use kiln_ml::{evaluate, file, fit, Batch, Model, ModelType, Targets, TrainOptions};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn cpu() -> CpuBackend {
+    CpuBackend::default()
+}
+
+/// `rows` rows of `dims` features uniform in [-1, 1).
+fn features(rows: usize, dims: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..rows * dims).map(|_| rng.gen_range(-1.0..1.0)).collect()
+}
+
+/// Splits one batch into `n` partitions of consecutive rows, each in batches of 100.
+fn partitions(batch: &Batch, n: usize) -> Vec<Vec<Batch>> {
+    let rows = batch.rows();
+    let per = rows.div_ceil(n);
+    (0..n)
+        .map(|p| {
+            let range: Vec<usize> = (p * per..((p + 1) * per).min(rows)).collect();
+            range.chunks(100).map(|c| batch.gather(c)).collect()
+        })
+        .collect()
+}
+
+fn linear_data(rows: usize) -> (Batch, [f32; 3], f32) {
+    let coefficients = [1.5, -2.0, 0.5];
+    let intercept = 0.75;
+    let x = features(rows, 3, 1);
+    let y = x
+        .chunks(3)
+        .map(|r| r.iter().zip(&coefficients).map(|(a, b)| a * b).sum::<f32>() + intercept)
+        .collect();
+    (
+        Batch {
+            features: x,
+            dims: 3,
+            targets: Targets::Values(y),
+        },
+        coefficients,
+        intercept,
+    )
+}
+
+/// Two Gaussian-ish blobs per class centre, `classes` centres on a circle.
+fn blobs(rows: usize, classes: usize, spread: f32, seed: u64) -> Batch {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..rows {
+        let c = i % classes;
+        let angle = c as f32 * std::f32::consts::TAU / classes as f32;
+        let noise = |rng: &mut ChaCha8Rng| {
+            (0..4).map(|_| rng.gen_range(-1.0f32..1.0)).sum::<f32>() / 2.0 * spread
+        };
+        x.push(3.0 * angle.cos() + noise(&mut rng));
+        x.push(3.0 * angle.sin() + noise(&mut rng));
+        y.push(c as u32);
+    }
+    Batch {
+        features: x,
+        dims: 2,
+        targets: Targets::Classes(y),
+    }
+}
+
+fn options(pairs: impl FnOnce(&mut TrainOptions)) -> TrainOptions {
+    let mut o = TrainOptions::default();
+    pairs(&mut o);
+    o
+}
+
+#[test]
+fn network_gradients_match_finite_differences() {
+    let backend = cpu();
+    for activation in [Activation::Tanh, Activation::Sigmoid, Activation::Relu] {
+        let mut model = Model::new(
+            ModelType::Mlp,
+            3,
+            Some(3),
+            &options(|o| {
+                o.hidden_units = vec![5, 4];
+                o.activation = activation;
+            }),
+        )
+        .unwrap();
+        let batch = Batch {
+            features: features(6, 3, 2),
+            dims: 3,
+            targets: Targets::Classes(vec![0, 1, 2, 2, 1, 0]),
+        };
+        let network: Network = model.network.clone().unwrap();
+        let loss_at = |params: &[f32], model: &mut Model| -> f32 {
+            model.set_params(params.to_vec());
+            let net = model.network.as_ref().unwrap();
+            let pass = net.forward(&backend, &batch.features, 6, None).unwrap();
+            let mut g = vec![0.0; pass.logits().len()];
+            model
+                .loss(&backend, pass.logits(), &batch.targets, &mut g)
+                .unwrap()
+        };
+        let pass = network.forward(&backend, &batch.features, 6, None).unwrap();
+        let mut g = vec![0.0; pass.logits().len()];
+        model
+            .loss(&backend, pass.logits(), &batch.targets, &mut g)
+            .unwrap();
+        let grads = network
+            .backward(&backend, &batch.features, 6, &pass, g)
+            .unwrap();
+        let h = 1e-2;
+        for i in (0..network.params.len()).step_by(3) {
+            let mut plus = network.params.clone();
+            plus[i] += h;
+            let mut minus = network.params.clone();
+            minus[i] -= h;
+            let numeric = (loss_at(&plus, &mut model) - loss_at(&minus, &mut model)) / (2.0 * h);
+            assert!(
+                (numeric - grads[i]).abs() < 2e-3,
+                "{activation:?} param {i}: analytic {} numeric {numeric}",
+                grads[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn linear_regression_recovers_coefficients_with_both_solvers() {
+    let (data, coefficients, intercept) = linear_data(2000);
+    let normal = options(|o| o.solver = Solver::Normal);
+    let (model, _) = fit(
+        ModelType::LinearRegression,
+        &normal,
+        &partitions(&data, 4),
+        None,
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let p = model.params();
+    for i in 0..3 {
+        assert!(
+            (p[i] - coefficients[i]).abs() < 1e-3,
+            "normal w{i} = {}",
+            p[i]
+        );
+    }
+    assert!((p[3] - intercept).abs() < 1e-3, "normal intercept {}", p[3]);
+
+    let sgd = options(|o| {
+        o.optimizer = OptimizerKind::Sgd;
+        o.epochs = 60;
+        o.batch_size = 32;
+        o.learning_rate = 0.1;
+    });
+    let (model, history) = fit(
+        ModelType::LinearRegression,
+        &sgd,
+        &partitions(&data, 2),
+        None,
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let p = model.params();
+    for i in 0..3 {
+        assert!(
+            (p[i] - coefficients[i]).abs() < 1e-3,
+            "sgd w{i} = {} (history {:?})",
+            p[i],
+            history.epochs.last()
+        );
+    }
+    assert!((p[3] - intercept).abs() < 1e-3, "sgd intercept {}", p[3]);
+}
+
+#[test]
+fn classifiers_reach_their_accuracy_targets() {
+    // Linearly separable: label = x0 + x1 > 0, with a margin.
+    let x: Vec<f32> = features(3000, 2, 5)
+        .chunks(2)
+        .filter(|r| (r[0] + r[1]).abs() > 0.1)
+        .flatten()
+        .copied()
+        .collect();
+    let y = x.chunks(2).map(|r| u32::from(r[0] + r[1] > 0.0)).collect();
+    let separable = Batch {
+        features: x,
+        dims: 2,
+        targets: Targets::Classes(y),
+    };
+    let o = options(|o| {
+        o.epochs = 20;
+        o.learning_rate = 0.05;
+    });
+    let (model, _) = fit(
+        ModelType::LogisticRegression,
+        &o,
+        &partitions(&separable, 2),
+        Some(2),
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let accuracy = evaluate(&model, &cpu(), &separable)
+        .unwrap()
+        .get("accuracy")
+        .unwrap();
+    assert!(accuracy >= 0.98, "logistic accuracy {accuracy}");
+
+    let mixture = blobs(3000, 4, 0.6, 6);
+    let (model, _) = fit(
+        ModelType::SoftmaxRegression,
+        &o,
+        &partitions(&mixture, 2),
+        Some(4),
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let metrics = evaluate(&model, &cpu(), &mixture).unwrap();
+    assert!(
+        metrics.get("accuracy").unwrap() >= 0.95,
+        "softmax {metrics:?}"
+    );
+}
+
+#[test]
+fn mlp_learns_xor() {
+    let x = [0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0].repeat(64);
+    let y = [0u32, 1, 1, 0].repeat(64);
+    let xor = Batch {
+        features: x,
+        dims: 2,
+        targets: Targets::Classes(y),
+    };
+    let o = options(|o| {
+        o.hidden_units = vec![8];
+        o.activation = Activation::Tanh;
+        o.epochs = 150;
+        o.batch_size = 16;
+        o.learning_rate = 0.05;
+    });
+    let (model, _) = fit(
+        ModelType::Mlp,
+        &o,
+        &[vec![xor.clone()]],
+        Some(2),
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        evaluate(&model, &cpu(), &xor).unwrap().get("accuracy"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn four_partitions_match_one_and_training_is_deterministic() {
+    let data = blobs(4000, 3, 0.9, 8);
+    let o = options(|o| {
+        o.epochs = 10;
+        o.learning_rate = 0.03;
+        o.hidden_units = vec![16];
+    });
+    let accuracy = |parts: usize| {
+        let (model, _) = fit(
+            ModelType::Mlp,
+            &o,
+            &partitions(&data, parts),
+            Some(3),
+            &cpu(),
+            None,
+            |_| {},
+        )
+        .unwrap();
+        (
+            evaluate(&model, &cpu(), &data)
+                .unwrap()
+                .get("accuracy")
+                .unwrap(),
+            model,
+        )
+    };
+    let (one, _) = accuracy(1);
+    let (four, model_a) = accuracy(4);
+    assert!(
+        (one - four).abs() <= 0.01,
+        "1 partition {one} vs 4 partitions {four}"
+    );
+    let (_, model_b) = accuracy(4);
+    assert_eq!(
+        model_a.params(),
+        model_b.params(),
+        "same seed and partitioning, same model"
+    );
+}
+
+#[test]
+fn validation_and_early_stopping_are_reported() {
+    let data = blobs(2000, 3, 0.9, 9);
+    let o = options(|o| {
+        o.epochs = 30;
+        o.validation_fraction = 0.2;
+        o.early_stopping_patience = Some(2);
+        o.optimizer = OptimizerKind::Momentum;
+        o.learning_rate = 0.05;
+    });
+    let mut lines = 0;
+    let (_, history) = fit(
+        ModelType::SoftmaxRegression,
+        &o,
+        &partitions(&data, 2),
+        Some(3),
+        &cpu(),
+        None,
+        |_| lines += 1,
+    )
+    .unwrap();
+    assert_eq!(lines, history.epochs.len());
+    let first = history.epochs[0]
+        .validation
+        .as_ref()
+        .expect("validation metrics");
+    assert!(first.get("accuracy").is_some() && first.get("log_loss").is_some());
+    assert!(history.rows_seen > 0 && history.rows_seen < 2000 * history.epochs.len() as u64);
+}
+
+#[test]
+fn kmeans_finds_the_blob_centres() {
+    let data = blobs(1500, 3, 0.3, 10);
+    let o = options(|o| o.k = 3);
+    let (model, _) = fit(
+        ModelType::Kmeans,
+        &o,
+        &partitions(&data, 3),
+        None,
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let mut found = 0;
+    for c in 0..3 {
+        let angle = c as f32 * std::f32::consts::TAU / 3.0;
+        let centre = [3.0 * angle.cos(), 3.0 * angle.sin()];
+        if model
+            .centroids
+            .chunks(2)
+            .any(|m| (m[0] - centre[0]).abs() < 0.2 && (m[1] - centre[1]).abs() < 0.2)
+        {
+            found += 1;
+        }
+    }
+    assert_eq!(found, 3, "centroids {:?}", model.centroids);
+    let metrics = evaluate(&model, &cpu(), &data).unwrap();
+    assert!(metrics.get("davies_bouldin").unwrap() < 0.5, "{metrics:?}");
+}
+
+#[test]
+fn saved_models_predict_identically() {
+    let data = blobs(600, 3, 0.8, 11);
+    let o = options(|o| o.epochs = 3);
+    for (model_type, classes) in [(ModelType::Mlp, Some(3)), (ModelType::Kmeans, None)] {
+        let (model, _) = fit(
+            model_type,
+            &o,
+            &[vec![data.clone()]],
+            classes,
+            &cpu(),
+            None,
+            |_| {},
+        )
+        .unwrap();
+        let bytes = file::to_bytes(&model).unwrap();
+        let loaded = file::from_bytes(&bytes, "model.safetensors").unwrap();
+        assert_eq!(loaded, model);
+        assert_eq!(
+            loaded.predict(&cpu(), &data).unwrap(),
+            model.predict(&cpu(), &data).unwrap()
+        );
+    }
+    let err = file::from_bytes(b"not a model", "x.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("model file 'x.safetensors'"), "{err}");
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let o = TrainOptions::default();
+    let one_class = Batch {
+        features: vec![1.0, 2.0],
+        dims: 1,
+        targets: Targets::Classes(vec![0, 0]),
+    };
+    let err = fit(
+        ModelType::LogisticRegression,
+        &o,
+        &[vec![one_class]],
+        Some(1),
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("classification needs at least two"),
+        "{err}"
+    );
+
+    let three = blobs(30, 3, 0.5, 1);
+    let err = fit(
+        ModelType::LogisticRegression,
+        &o,
+        &[vec![three]],
+        Some(3),
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("use softmax_regression"), "{err}");
+
+    let err = fit(
+        ModelType::LinearRegression,
+        &o,
+        &[vec![]],
+        None,
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no rows"), "{err}");
+
+    let model = Model::new(ModelType::LinearRegression, 2, None, &o).unwrap();
+    let wrong = Batch {
+        features: vec![1.0, 2.0, 3.0],
+        dims: 3,
+        targets: Targets::None,
+    };
+    let err = model.predict(&cpu() as &dyn Backend, &wrong).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expects 2 feature values per row, got 3"),
+        "{err}"
+    );
+}
