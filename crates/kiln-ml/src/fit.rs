@@ -229,6 +229,62 @@ fn evaluate_all(
     evaluate(model, backend, &all).map(Some)
 }
 
+/// Sum of per-row loss and number of correct predictions (classifiers) of
+/// `model` on `batch`: log loss for classifiers, squared error for
+/// regression, squared distance for kmeans.
+pub fn score(model: &Model, backend: &dyn Backend, batch: &Batch) -> Result<(f64, u64)> {
+    let predictions = model.predict(backend, batch)?;
+    let eps = 1e-15f64;
+    Ok(match (&model.task, &batch.targets) {
+        (Task::Regression, Targets::Values(y)) => {
+            let se = predictions
+                .values
+                .iter()
+                .zip(y)
+                .map(|(p, t)| ((p - t) as f64).powi(2))
+                .sum();
+            (se, 0)
+        }
+        (
+            Task::BinaryClassification | Task::MulticlassClassification { .. },
+            Targets::Classes(y),
+        ) => {
+            let probabilities = predictions.probabilities.as_deref().unwrap_or(&[]);
+            let classes = probabilities.len() / y.len().max(1);
+            let mut loss = 0.0;
+            let mut correct = 0;
+            for (i, (&label, predicted)) in y.iter().zip(&predictions.values).enumerate() {
+                let p = if classes == 1 {
+                    let p1 = probabilities[i] as f64;
+                    if label == 1 {
+                        p1
+                    } else {
+                        1.0 - p1
+                    }
+                } else {
+                    probabilities[i * classes + label as usize] as f64
+                };
+                loss -= p.clamp(eps, 1.0).ln();
+                correct += u64::from(*predicted as u32 == label);
+            }
+            (loss, correct)
+        }
+        (Task::Clustering { k }, _) => {
+            let inertia = batch
+                .features
+                .chunks(batch.dims)
+                .map(|row| crate::model::nearest_centroid(&model.centroids, *k, row).1 as f64)
+                .sum();
+            (inertia, 0)
+        }
+        _ => {
+            return Err(MlError::InvalidData(
+                "the labels do not match the model's task".into(),
+            ))
+        }
+    })
+}
+
 /// The task's metrics of `model` on `batch`.
 pub fn evaluate(model: &Model, backend: &dyn Backend, batch: &Batch) -> Result<Metrics> {
     let predictions = model.predict(backend, batch)?;

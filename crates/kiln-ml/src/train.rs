@@ -19,7 +19,7 @@ use crate::options::TrainOptions;
 use crate::{MlError, Result};
 
 /// What one partition sends back after a round.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundUpdate {
     /// Updated parameters (networks) or per-cluster sums then counts (kmeans).
     pub params: Vec<f32>,
@@ -27,6 +27,11 @@ pub struct RoundUpdate {
     pub rows: u64,
     /// Sum of per-row training loss (kmeans: inertia).
     pub loss_sum: f64,
+    /// Held-out rows scored with the round's starting parameters.
+    pub validation_rows: u64,
+    pub validation_loss_sum: f64,
+    /// Correctly classified held-out rows (classifiers).
+    pub validation_correct: u64,
 }
 
 /// Whether row `index` of `partition` is held out for validation: a pure
@@ -47,32 +52,6 @@ pub fn is_validation_row(seed: u64, partition: u64, index: u64, fraction: f32) -
     uniform < fraction as f64
 }
 
-/// Splits a partition's stream into training rows (for the round) and, via
-/// `validation`, the held-out ones.
-fn split<'a>(
-    options: &'a TrainOptions,
-    partition: u64,
-    batches: impl IntoIterator<Item = Result<Batch>> + 'a,
-) -> impl Iterator<Item = Result<Batch>> + 'a {
-    let mut offset = 0u64;
-    batches.into_iter().map(move |batch| {
-        let batch = batch?;
-        let start = offset;
-        offset += batch.rows() as u64;
-        if options.validation_fraction <= 0.0 {
-            return Ok(batch);
-        }
-        Ok(batch.select(|r| {
-            !is_validation_row(
-                options.seed,
-                partition,
-                start + r as u64,
-                options.validation_fraction,
-            )
-        }))
-    })
-}
-
 /// One round of local training on one partition's rows.
 pub fn train_round(
     model: &Model,
@@ -82,70 +61,125 @@ pub fn train_round(
     round: u64,
     partition: u64,
 ) -> Result<RoundUpdate> {
-    if let Task::Clustering { k } = model.task {
-        return kmeans_round(model, k, split(options, partition, batches));
+    let mut trainer = RoundTrainer::new(model, options, round, partition);
+    for batch in batches {
+        trainer.feed(backend, batch?)?;
     }
-    let network = model
-        .network
-        .as_ref()
-        .expect("gradient-trained models have a network");
-    let mut local = network.clone();
-    let mut state = OptimizerState::new(local.params.len());
-    let optimizer = options.optimizer();
-    let mut rng = ChaCha8Rng::seed_from_u64(
-        options.seed ^ (round << 32) ^ partition.wrapping_mul(0x9E37_79B9),
-    );
-    let (mut rows, mut loss_sum) = (0u64, 0f64);
-    for batch in split(options, partition, batches) {
-        let batch = batch?;
-        let mut order: Vec<usize> = (0..batch.rows()).collect();
-        order.shuffle(&mut rng);
-        for chunk in order.chunks(options.batch_size) {
-            let mini = batch.gather(chunk);
-            let n = mini.rows();
-            let dropout = (options.dropout > 0.0).then_some((options.dropout, &mut rng));
-            let pass = local.forward(backend, &mini.features, n, dropout)?;
-            let mut grad = vec![0.0; pass.logits().len()];
-            let loss = model.loss(backend, pass.logits(), &mini.targets, &mut grad)?;
-            let grads = local.backward(backend, &mini.features, n, &pass, grad)?;
-            backend.optimizer_step(optimizer, &mut local.params, &grads, &mut state)?;
-            rows += n as u64;
-            loss_sum += loss as f64 * n as f64;
-        }
-    }
-    Ok(RoundUpdate {
-        params: local.params,
-        rows,
-        loss_sum,
-    })
+    Ok(trainer.finish())
 }
 
-fn kmeans_round(
-    model: &Model,
-    k: usize,
-    batches: impl Iterator<Item = Result<Batch>>,
-) -> Result<RoundUpdate> {
-    let d = model.dims;
-    let mut sums = vec![0.0f32; k * d + k];
-    let (mut rows, mut inertia) = (0u64, 0f64);
-    for batch in batches {
-        let batch = batch?;
-        for row in batch.features.chunks(d) {
-            let (c, dist) = nearest_centroid(&model.centroids, k, row);
-            sums[c * d..(c + 1) * d]
-                .iter_mut()
-                .zip(row)
-                .for_each(|(s, v)| *s += v);
-            sums[k * d + c] += 1.0;
-            inertia += dist as f64;
-            rows += 1;
+/// A round on one partition, fed one batch at a time (so a stream of record
+/// batches trains without being collected). Held-out validation rows are
+/// scored with the round's starting parameters.
+pub struct RoundTrainer<'a> {
+    start: &'a Model,
+    options: &'a TrainOptions,
+    partition: u64,
+    local: Option<crate::network::Network>,
+    state: OptimizerState,
+    rng: ChaCha8Rng,
+    offset: u64,
+    update: RoundUpdate,
+    kmeans: Option<usize>,
+}
+
+impl<'a> RoundTrainer<'a> {
+    pub fn new(model: &'a Model, options: &'a TrainOptions, round: u64, partition: u64) -> Self {
+        let local = model.network.clone();
+        let params = local.as_ref().map_or(0, |n| n.params.len());
+        let kmeans = match model.task {
+            Task::Clustering { k } => Some(k),
+            _ => None,
+        };
+        let update_params = match kmeans {
+            Some(k) => vec![0.0; k * model.dims + k],
+            None => vec![],
+        };
+        Self {
+            start: model,
+            options,
+            partition,
+            local,
+            state: OptimizerState::new(params),
+            rng: ChaCha8Rng::seed_from_u64(
+                options.seed ^ (round << 32) ^ partition.wrapping_mul(0x9E37_79B9),
+            ),
+            offset: 0,
+            update: RoundUpdate {
+                params: update_params,
+                ..RoundUpdate::default()
+            },
+            kmeans,
         }
     }
-    Ok(RoundUpdate {
-        params: sums,
-        rows,
-        loss_sum: inertia,
-    })
+
+    pub fn feed(&mut self, backend: &dyn Backend, batch: Batch) -> Result<()> {
+        let start = self.offset;
+        self.offset += batch.rows() as u64;
+        let (train, validation) = if self.options.validation_fraction > 0.0 {
+            let held = |r: usize| {
+                is_validation_row(
+                    self.options.seed,
+                    self.partition,
+                    start + r as u64,
+                    self.options.validation_fraction,
+                )
+            };
+            (batch.select(|r| !held(r)), Some(batch.select(held)))
+        } else {
+            (batch, None)
+        };
+        if let Some(v) = validation.filter(|v| v.rows() > 0) {
+            let (loss, correct) = crate::fit::score(self.start, backend, &v)?;
+            self.update.validation_rows += v.rows() as u64;
+            self.update.validation_loss_sum += loss;
+            self.update.validation_correct += correct;
+        }
+        if let Some(k) = self.kmeans {
+            let d = self.start.dims;
+            for row in train.features.chunks(d) {
+                let (c, dist) = nearest_centroid(&self.start.centroids, k, row);
+                self.update.params[c * d..(c + 1) * d]
+                    .iter_mut()
+                    .zip(row)
+                    .for_each(|(s, v)| *s += v);
+                self.update.params[k * d + c] += 1.0;
+                self.update.loss_sum += dist as f64;
+                self.update.rows += 1;
+            }
+            return Ok(());
+        }
+        let local = self
+            .local
+            .as_mut()
+            .expect("gradient-trained models have a network");
+        let optimizer = self.options.optimizer();
+        let mut order: Vec<usize> = (0..train.rows()).collect();
+        order.shuffle(&mut self.rng);
+        for chunk in order.chunks(self.options.batch_size) {
+            let mini = train.gather(chunk);
+            let n = mini.rows();
+            let dropout =
+                (self.options.dropout > 0.0).then_some((self.options.dropout, &mut self.rng));
+            let pass = local.forward(backend, &mini.features, n, dropout)?;
+            let mut grad = vec![0.0; pass.logits().len()];
+            let loss = self
+                .start
+                .loss(backend, pass.logits(), &mini.targets, &mut grad)?;
+            let grads = local.backward(backend, &mini.features, n, &pass, grad)?;
+            backend.optimizer_step(optimizer, &mut local.params, &grads, &mut self.state)?;
+            self.update.rows += n as u64;
+            self.update.loss_sum += loss as f64 * n as f64;
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> RoundUpdate {
+        if let Some(local) = self.local.take() {
+            self.update.params = local.params;
+        }
+        self.update
+    }
 }
 
 /// Reduces the partitions' updates into the next parameters. Partitions
