@@ -119,6 +119,7 @@ async fn run(cli: Cli) -> ExitCode {
         lake: resolve_path(&cli.global.lake),
         cluster: cli.global.cluster.clone(),
         target_partitions: None,
+        progress: !cli.global.quiet,
     };
     match cli.command {
         Command::Sql {

@@ -20,8 +20,8 @@ pub enum MlError {
     },
     #[error("{0}")]
     InvalidData(String),
-    #[error("{0} is not available yet")]
-    NotAvailable(String),
+    #[error("{what} is not available yet; {instead}")]
+    NotAvailable { what: String, instead: String },
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error("model file '{path}': {reason}")]

@@ -19,6 +19,7 @@ use crate::{MlError, Result};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
+    #[serde(deserialize_with = "crate::serde_nan::f64")]
     pub train_loss: f64,
     pub validation: Option<Metrics>,
 }
@@ -98,7 +99,7 @@ pub fn fit(
         history.rows_seen = total.rows;
         let record = EpochRecord {
             epoch: 1,
-            train_loss: f64::NAN,
+            train_loss: total.mean_squared_error(&w),
             validation: evaluate_all(&model, backend, &validation)?,
         };
         on_epoch(&record);

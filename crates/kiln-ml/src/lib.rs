@@ -62,3 +62,20 @@ pub(crate) mod serde_activation {
             .ok_or_else(|| serde::de::Error::custom(format!("unknown activation {name}")))
     }
 }
+
+/// JSON has no NaN: written as `null`, read back as NaN.
+pub(crate) mod serde_nan {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+
+    pub fn pairs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, f64)>, D::Error> {
+        let raw = Vec::<(String, Option<f64>)>::deserialize(d)?;
+        Ok(raw
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+            .collect())
+    }
+}

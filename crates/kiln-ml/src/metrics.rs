@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// Named metric values in a fixed order, plus the confusion matrix for classifiers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
+    #[serde(deserialize_with = "crate::serde_nan::pairs")]
     pub values: Vec<(String, f64)>,
     /// `confusion[actual][predicted]` counts.
     pub confusion: Option<Vec<Vec<u64>>>,

@@ -369,10 +369,10 @@ impl TrainOptions {
             }
         }
         if o.device == DeviceChoice::Cuda {
-            return Err(MlError::NotAvailable(
-                "device = 'cuda' (Kiln's CUDA kernels)".to_string()
-                    + "; use device = 'cpu' or 'auto'",
-            ));
+            return Err(MlError::NotAvailable {
+                what: "device = 'cuda' (Kiln's CUDA kernels)".to_string(),
+                instead: "use device = 'cpu' or 'auto'".to_string(),
+            });
         }
         if o.solver == Solver::Normal && model_type != ModelType::LinearRegression {
             return Err(invalid(

@@ -113,7 +113,17 @@ impl<'a> RoundTrainer<'a> {
         }
     }
 
+    /// Feeds a batch: steps on its training rows, scores its held-out rows.
     pub fn feed(&mut self, backend: &dyn Backend, batch: Batch) -> Result<()> {
+        self.feed_inner(backend, batch, true)
+    }
+
+    /// Scores the batch's held-out rows only (a validation pass).
+    pub fn score_held_out(&mut self, backend: &dyn Backend, batch: Batch) -> Result<()> {
+        self.feed_inner(backend, batch, false)
+    }
+
+    fn feed_inner(&mut self, backend: &dyn Backend, batch: Batch, train_rows: bool) -> Result<()> {
         let start = self.offset;
         self.offset += batch.rows() as u64;
         let (train, validation) = if self.options.validation_fraction > 0.0 {
@@ -134,6 +144,9 @@ impl<'a> RoundTrainer<'a> {
             self.update.validation_rows += v.rows() as u64;
             self.update.validation_loss_sum += loss;
             self.update.validation_correct += correct;
+        }
+        if !train_rows {
+            return Ok(());
         }
         if let Some(k) = self.kmeans {
             let d = self.start.dims;
@@ -225,6 +238,7 @@ pub struct NormalStats {
     pub dims: usize,
     pub xtx: Vec<f64>,
     pub xty: Vec<f64>,
+    pub yty: f64,
     pub rows: u64,
 }
 
@@ -235,6 +249,7 @@ impl NormalStats {
             dims,
             xtx: vec![0.0; n * n],
             xty: vec![0.0; n],
+            yty: 0.0,
             rows: 0,
         }
     }
@@ -252,6 +267,7 @@ impl NormalStats {
                 .iter_mut()
                 .zip(features)
                 .for_each(|(a, b)| *a = *b as f64);
+            self.yty += (y[r] as f64).powi(2);
             for i in 0..n {
                 let ri = row[i];
                 self.xty[i] += ri * y[r] as f64;
@@ -273,7 +289,23 @@ impl NormalStats {
             .iter_mut()
             .zip(&other.xty)
             .for_each(|(a, b)| *a += b);
+        self.yty += other.yty;
         self.rows += other.rows;
+    }
+
+    /// Mean squared training error of weights `w` (weights then intercept):
+    /// `(yᵀy − 2 wᵀXᵀy + wᵀXᵀXw) / rows`, from the sums alone.
+    pub fn mean_squared_error(&self, w: &[f64]) -> f64 {
+        let n = self.dims + 1;
+        let mut quadratic = 0.0;
+        for i in 0..n {
+            for j in 0..n {
+                let (a, b) = if i <= j { (i, j) } else { (j, i) };
+                quadratic += w[i] * self.xtx[a * n + b] * w[j];
+            }
+        }
+        let linear: f64 = w.iter().zip(&self.xty).map(|(a, b)| a * b).sum();
+        ((self.yty - 2.0 * linear + quadratic) / self.rows.max(1) as f64).max(0.0)
     }
 
     /// Solves `(XᵀX + l2·I) w = Xᵀy` (the intercept is not penalised) by

@@ -29,11 +29,18 @@
 //! # Ok(()) }
 //! ```
 
+pub mod codec;
 pub mod diagnostics;
 pub mod embedded;
+pub mod features;
 pub mod lake;
+pub mod logical;
+pub mod ml;
 pub mod parser;
+pub mod physical;
+pub mod registry;
 mod session;
+pub mod udf;
 
 pub use session::{
     kiln_session_config, resolve_path, KilnSession, ScriptError, SessionOptions, StatementResult,

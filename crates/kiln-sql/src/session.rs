@@ -26,10 +26,13 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{HiveDistributionStyle, Statement as SQLStatement};
 use futures::FutureExt;
 
+use crate::codec::{KilnLogicalCodec, KilnPhysicalCodec};
 use crate::diagnostics;
 use crate::embedded;
 use crate::lake::{validate_table_name, ExternalTable, Lake, LakeError, ManagedTable, TableEntry};
 use crate::parser::{split_statements, ScriptStatement};
+use crate::physical::KilnExtensionPlanner;
+use crate::udf::predict_udfs;
 
 /// How to open a [`KilnSession`].
 #[derive(Debug, Clone)]
@@ -40,6 +43,8 @@ pub struct SessionOptions {
     pub cluster: Option<String>,
     /// Partitions per stage; defaults to the number of cores.
     pub target_partitions: Option<usize>,
+    /// Print per-epoch training progress to stderr.
+    pub progress: bool,
 }
 
 impl SessionOptions {
@@ -48,6 +53,7 @@ impl SessionOptions {
             lake: lake.into(),
             cluster: None,
             target_partitions: None,
+            progress: true,
         }
     }
 }
@@ -62,7 +68,7 @@ pub struct StatementResult {
 }
 
 impl StatementResult {
-    fn rows(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+    pub(crate) fn rows(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
         Self {
             schema,
             batches,
@@ -70,7 +76,7 @@ impl StatementResult {
         }
     }
 
-    fn message(message: impl Into<String>) -> Self {
+    pub(crate) fn message(message: impl Into<String>) -> Self {
         Self {
             schema: Arc::new(Schema::empty()),
             batches: vec![],
@@ -127,6 +133,8 @@ pub fn kiln_session_config(target_partitions: Option<usize>) -> SessionConfig {
             .unwrap_or(2)
     });
     SessionConfig::new_with_ballista()
+        .with_ballista_logical_extension_codec(Arc::new(KilnLogicalCodec::default()))
+        .with_ballista_physical_extension_codec(Arc::new(KilnPhysicalCodec::default()))
         .with_information_schema(true)
         .with_target_partitions(partitions)
         .set_bool("ballista.planner.adaptive.enabled", false)
@@ -137,6 +145,7 @@ pub fn kiln_session_config(target_partitions: Option<usize>) -> SessionConfig {
 pub struct KilnSession {
     ctx: SessionContext,
     lake: Lake,
+    progress: bool,
     warnings: Mutex<Vec<String>>,
     cluster: embedded::EmbeddedCluster,
 }
@@ -153,17 +162,30 @@ impl KilnSession {
         }
         let lake = Lake::open(&options.lake).map_err(lake_error)?;
         let config = kiln_session_config(options.target_partitions);
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
+            .with_query_planner(Arc::new(KilnQueryPlanner))
             .build();
+        let udfs = predict_udfs(lake.root().to_path_buf());
+        for udf in &udfs {
+            datafusion::execution::FunctionRegistry::register_udf(
+                &mut state,
+                Arc::new(udf.clone()),
+            )?;
+        }
         let vcores = state.config().target_partitions();
         let cluster = embedded::start(&state, vcores).await?;
         let state = state.upgrade_for_ballista(cluster.scheduler_url.clone())?;
         let ctx = SessionContext::new_with_state(state);
+        // Ballista's upgrade rebuilds the client's function list: register again.
+        for udf in udfs {
+            ctx.register_udf(udf);
+        }
         let session = Self {
             ctx,
             lake,
+            progress: options.progress,
             warnings: Mutex::new(vec![]),
             cluster,
         };
@@ -177,6 +199,10 @@ impl KilnSession {
 
     pub fn lake(&self) -> &Lake {
         &self.lake
+    }
+
+    pub(crate) fn progress(&self) -> bool {
+        self.progress
     }
 
     /// Warnings collected since the last call (e.g. external tables whose files vanished).
@@ -277,6 +303,9 @@ impl KilnSession {
     }
 
     async fn execute_inner(&self, sql: &str, tables: &mut Vec<String>) -> Result<StatementResult> {
+        if let Some(statement) = crate::ml::parse(sql)? {
+            return self.execute_ml(statement).await;
+        }
         let state = self.ctx.state();
         let mut statement = state
             .sql_to_statement(sql, &state.config_options().sql_parser.dialect)
@@ -752,5 +781,26 @@ pub fn resolve_path(path: &Path) -> PathBuf {
         std::env::current_dir()
             .map(|d| d.join(path))
             .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+/// DataFusion's planner plus Kiln's extension nodes; used where plans become
+/// physical (the scheduler, and executors' re-planning).
+#[derive(Debug)]
+struct KilnQueryPlanner;
+
+#[async_trait::async_trait]
+impl datafusion::execution::context::QueryPlanner for KilnQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session_state: &dyn datafusion::catalog::Session,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        use datafusion::physical_planner::PhysicalPlanner;
+        datafusion::physical_planner::DefaultPhysicalPlanner::with_extension_planners(vec![
+            Arc::new(KilnExtensionPlanner),
+        ])
+        .create_physical_plan(logical_plan, session_state)
+        .await
     }
 }

@@ -1,0 +1,230 @@
+//! Physical operators: [`TrainExec`], a training round on each partition, and
+//! the planner that turns [`TrainRoundNode`] into it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{BinaryArray, RecordBatch, UInt64Array};
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties,
+};
+use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
+use futures::StreamExt;
+use kiln_kernels::cpu::CpuBackend;
+use kiln_ml::train::{NormalStats, RoundTrainer};
+
+use crate::features::{to_batch, LabelKind};
+use crate::logical::{RoundMode, RoundSpec, TrainRoundNode, ROUND_OUTPUT_SCHEMA};
+
+/// Runs one training round on every partition of its input and emits one row
+/// per partition: `(partition, update)` with the update as JSON bytes.
+/// Dropping the stream stops the round and frees the local model copy.
+#[derive(Debug)]
+pub struct TrainExec {
+    pub input: Arc<dyn ExecutionPlan>,
+    pub spec_bytes: Arc<Vec<u8>>,
+    spec: Arc<RoundSpec>,
+    properties: Arc<PlanProperties>,
+}
+
+impl TrainExec {
+    pub fn try_new(input: Arc<dyn ExecutionPlan>, spec_bytes: Arc<Vec<u8>>) -> Result<Self> {
+        let spec = Arc::new(TrainRoundNode::decode_spec(&spec_bytes)?);
+        let partitions = input.output_partitioning().partition_count();
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&ROUND_OUTPUT_SCHEMA)),
+            Partitioning::UnknownPartitioning(partitions),
+            input.pipeline_behavior(),
+            input.boundedness(),
+        ));
+        Ok(Self {
+            input,
+            spec_bytes,
+            spec,
+            properties,
+        })
+    }
+}
+
+impl DisplayAs for TrainExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "TrainExec: {} round {} ({:?})",
+            self.spec.model.model_type, self.spec.round, self.spec.mode
+        )
+    }
+}
+
+impl ExecutionPlan for TrainExec {
+    fn name(&self) -> &str {
+        "TrainExec"
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = children
+            .pop()
+            .ok_or_else(|| DataFusionError::Internal("TrainExec needs one child".into()))?;
+        Ok(Arc::new(TrainExec::try_new(
+            input,
+            Arc::clone(&self.spec_bytes),
+        )?))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let spec = Arc::clone(&self.spec);
+        let future = async move {
+            let update = run_round(&spec, partition as u64, input).await?;
+            RecordBatch::try_new(
+                Arc::clone(&ROUND_OUTPUT_SCHEMA),
+                vec![
+                    Arc::new(UInt64Array::from(vec![partition as u64])),
+                    Arc::new(BinaryArray::from_vec(vec![update.as_slice()])),
+                ],
+            )
+            .map_err(DataFusionError::from)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&ROUND_OUTPUT_SCHEMA),
+            futures::stream::once(future),
+        )))
+    }
+}
+
+fn label_kind(spec: &RoundSpec) -> Option<LabelKind> {
+    spec.label.as_ref()?;
+    Some(match &spec.classes {
+        Some(classes) => LabelKind::Classes(
+            classes
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.clone(), i as u32))
+                .collect::<HashMap<_, _>>(),
+        ),
+        None => LabelKind::Regression,
+    })
+}
+
+async fn run_round(
+    spec: &RoundSpec,
+    partition: u64,
+    mut input: SendableRecordBatchStream,
+) -> Result<Vec<u8>> {
+    let backend = CpuBackend::default();
+    let model = spec.model_with_params();
+    let kind = label_kind(spec);
+    let features = spec.features.len();
+    let convert = |batch: &RecordBatch| {
+        let label = match (&spec.label, &kind) {
+            (Some(name), Some(kind)) => Some((name.as_str(), batch.column(features), kind)),
+            _ => None,
+        };
+        to_batch(
+            &spec.features,
+            &batch.columns()[..features],
+            label,
+            batch.num_rows(),
+        )
+    };
+    let ml_error = |e: kiln_ml::MlError| DataFusionError::Execution(e.to_string());
+    match spec.mode {
+        RoundMode::NormalEquations => {
+            let mut stats = NormalStats::new(model.dims);
+            let mut offset = 0u64;
+            while let Some(batch) = input.next().await {
+                let batch = convert(&batch?)?;
+                let start = offset;
+                offset += batch.rows() as u64;
+                let train = batch.select(|r| {
+                    !kiln_ml::train::is_validation_row(
+                        spec.options.seed,
+                        partition,
+                        start + r as u64,
+                        spec.options.validation_fraction,
+                    )
+                });
+                stats.add(&train).map_err(ml_error)?;
+            }
+            to_json(&stats)
+        }
+        RoundMode::Train | RoundMode::Validate => {
+            let mut trainer = RoundTrainer::new(&model, &spec.options, spec.round, partition);
+            while let Some(batch) = input.next().await {
+                let batch = convert(&batch?)?;
+                match spec.mode {
+                    RoundMode::Validate => trainer.score_held_out(&backend, batch),
+                    _ => trainer.feed(&backend, batch),
+                }
+                .map_err(ml_error)?;
+            }
+            to_json(&trainer.finish())
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| DataFusionError::Internal(e.to_string()))
+}
+
+/// Plans [`TrainRoundNode`] into [`TrainExec`].
+#[derive(Debug, Default)]
+pub struct KilnExtensionPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for KilnExtensionPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session: &dyn Session,
+        _planning_ctx: &PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(round) = node.as_any().downcast_ref::<TrainRoundNode>() else {
+            return Ok(None);
+        };
+        let input = physical_inputs
+            .first()
+            .ok_or_else(|| DataFusionError::Internal("KilnTrainRound without input".into()))?;
+        Ok(Some(Arc::new(TrainExec::try_new(
+            Arc::clone(input),
+            Arc::clone(&round.spec),
+        )?)))
+    }
+}
