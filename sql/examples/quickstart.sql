@@ -58,3 +58,39 @@ FROM (
 ) ranked
 WHERE rank <= 2
 ORDER BY country, rank;
+
+-- 5. Train models on the features (each epoch is one Ballista job), evaluate
+--    them, and predict. Models are versioned in lake/_models/.
+CREATE OR REPLACE TABLE training_set AS
+SELECT
+    CAST(orders AS DOUBLE) AS orders,
+    spend / 100.0 AS spend,
+    CAST(age AS DOUBLE) / 100.0 AS age,
+    CAST(returns AS DOUBLE) AS returns,
+    plan,
+    plan = 'pro' AS is_pro
+FROM customer_features;
+
+TRAIN MODEL OR REPLACE spend_model USING linear_regression
+  OPTIONS (solver = 'normal')
+  LABEL spend FEATURES (orders, age, returns)
+  AS SELECT orders, age, returns, spend FROM training_set;
+
+TRAIN MODEL OR REPLACE pro_model USING logistic_regression
+  OPTIONS (epochs = 20, learning_rate = 0.1, seed = 7)
+  LABEL is_pro FEATURES (orders, spend, returns)
+  AS SELECT orders, spend, returns, is_pro FROM training_set;
+
+TRAIN MODEL OR REPLACE plan_model USING mlp
+  OPTIONS (hidden_units = [16], epochs = 30, learning_rate = 0.05, seed = 7)
+  LABEL plan FEATURES (orders, spend, returns)
+  AS SELECT orders, spend, returns, plan FROM training_set;
+
+EVALUATE MODEL spend_model AS SELECT orders, age, returns, spend FROM training_set;
+
+EVALUATE MODEL pro_model AS SELECT orders, spend, returns, is_pro FROM training_set;
+
+SELECT plan, predict('plan_model', orders, spend, returns) AS predicted_plan, count(*) AS customers
+FROM training_set
+GROUP BY plan, predicted_plan
+ORDER BY plan, predicted_plan;

@@ -3,5 +3,6 @@
 
 mod common;
 mod lake;
+mod ml;
 mod slt;
 mod tpch;

@@ -1,0 +1,222 @@
+//! TRAIN MODEL end to end on the embedded Ballista cluster: codecs, partition
+//! invariance, determinism, prediction paths, warm starts, and atomicity.
+
+use std::sync::Arc;
+
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::Extension;
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use kiln_sql::codec::KilnLogicalCodec;
+use kiln_sql::logical::TrainRoundNode;
+use kiln_sql::KilnSession;
+
+use crate::common::{rows, session};
+
+const SEPARABLE: &str = "CREATE TABLE pts AS \
+    SELECT a, b, CASE WHEN a + b > 0 THEN 1 ELSE 0 END AS y FROM ( \
+      SELECT CAST(n % 40 AS DOUBLE) / 20.0 - 1.0 AS a, CAST(n % 37 AS DOUBLE) / 18.5 - 1.0 AS b \
+      FROM (SELECT unnest(range(0, 1480)) AS n)) WHERE abs(a + b) > 0.05";
+
+async fn accuracy(s: &KilnSession, model: &str) -> f64 {
+    let result = s
+        .execute(&format!(
+            "EVALUATE MODEL {model} AS SELECT a, b, y FROM pts"
+        ))
+        .await
+        .unwrap();
+    let metrics = rows(&result);
+    metrics.iter().find(|r| r[0] == "accuracy").unwrap()[1]
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn codecs_round_trip_kiln_nodes_and_delegate_the_rest() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    s.execute(SEPARABLE).await.unwrap();
+    s.execute("TRAIN MODEL m USING logistic_regression OPTIONS (epochs = 1) LABEL y AS SELECT a, b, y FROM pts")
+        .await
+        .unwrap();
+    let input = s
+        .context()
+        .state()
+        .create_logical_plan("SELECT a, b, y FROM pts")
+        .await
+        .unwrap();
+    let node =
+        TrainRoundNode::from_bytes(input.clone(), br#"{"not":"checked here"}"#.to_vec()).unwrap();
+    let extension = Extension {
+        node: Arc::new(node.clone()),
+    };
+    let codec = KilnLogicalCodec::default();
+    let mut buf = vec![];
+    codec.try_encode(&extension, &mut buf).unwrap();
+    assert_eq!(&buf[..4], b"KILN");
+    let ctx = TaskContext::default();
+    let decoded = codec
+        .try_decode(&buf, std::slice::from_ref(&input), &ctx)
+        .unwrap();
+    let decoded = decoded
+        .node
+        .as_any()
+        .downcast_ref::<TrainRoundNode>()
+        .unwrap();
+    assert_eq!(decoded, &node);
+
+    // A future envelope version is refused with a clear message.
+    buf[4] = 99;
+    let err = codec
+        .try_decode(&buf, std::slice::from_ref(&input), &ctx)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("codec version 99"), "{err}");
+    // Bytes that are not Kiln's go to Ballista's codec, which rejects garbage.
+    assert!(codec.try_decode(b"\x01\x02\x03", &[input], &ctx).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_partitions_train_as_well_as_one_and_seeds_repeat() {
+    let scratch = tempfile::tempdir().unwrap();
+    let lake = scratch.path().join("lake");
+    let train = "TRAIN MODEL OR REPLACE m USING logistic_regression \
+                 OPTIONS (epochs = 15, learning_rate = 0.1, seed = 3) LABEL y AS SELECT a, b, y FROM pts";
+    let one = {
+        let s = session(&lake, 1).await;
+        s.execute(SEPARABLE).await.unwrap();
+        s.execute(train).await.unwrap();
+        accuracy(&s, "m").await
+    };
+    let s = session(&lake, 4).await;
+    s.execute("CREATE OR REPLACE TABLE pts AS SELECT * FROM pts")
+        .await
+        .unwrap();
+    s.execute(train).await.unwrap();
+    let four = accuracy(&s, "m").await;
+    assert!(
+        one >= 0.95 && (one - four).abs() <= 0.01,
+        "1 partition {one}, 4 partitions {four}"
+    );
+
+    s.execute(train).await.unwrap();
+    let registry = kiln_sql::registry::ModelRegistry::new(s.lake().root());
+    let (a, _) = registry.load("m", 2).unwrap();
+    let (b, _) = registry.load("m", 3).unwrap();
+    assert_eq!(
+        a.params(),
+        b.params(),
+        "same seed and partitioning give the same model"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn predict_statement_udf_and_a_fresh_process_agree() {
+    let scratch = tempfile::tempdir().unwrap();
+    let lake = scratch.path().join("lake");
+    let (statement, udf) = {
+        let s = session(&lake, 2).await;
+        s.execute(SEPARABLE).await.unwrap();
+        s.execute(
+            "TRAIN MODEL m USING mlp OPTIONS (epochs = 5, hidden_units = [8], seed = 1) LABEL y AS SELECT a, b, y FROM pts",
+        )
+        .await
+        .unwrap();
+        let predicted = s
+            .execute("PREDICT MODEL m AS SELECT a, b FROM pts")
+            .await
+            .unwrap();
+        let mut statement = rows(&predicted);
+        statement.sort();
+        let udf = s
+            .execute("SELECT a, b, predict('m', a, b), predict_proba('m', a, b) FROM pts")
+            .await
+            .unwrap();
+        let mut udf = rows(&udf);
+        udf.sort();
+        (statement, udf)
+    };
+    assert_eq!(statement.len(), udf.len());
+    assert!(statement == udf, "PREDICT and predict() disagree");
+    let fresh = session(&lake, 3).await;
+    let again = fresh
+        .execute("SELECT a, b, predict('m', a, b), predict_proba('m', a, b) FROM pts")
+        .await
+        .unwrap();
+    let mut again = rows(&again);
+    again.sort();
+    assert!(again == udf, "a new session predicts differently");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warm_start_continues_from_the_latest_version() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    s.execute(SEPARABLE).await.unwrap();
+    s.execute("TRAIN MODEL m USING logistic_regression OPTIONS (epochs = 2) LABEL y AS SELECT a, b, y FROM pts WHERE a < 0")
+        .await
+        .unwrap();
+    let before = accuracy(&s, "m").await;
+    s.execute(
+        "TRAIN MODEL m USING logistic_regression OPTIONS (epochs = 10, warm_start = true, learning_rate = 0.1) \
+         LABEL y AS SELECT a, b, y FROM pts WHERE a >= 0",
+    )
+    .await
+    .unwrap();
+    let registry = kiln_sql::registry::ModelRegistry::new(s.lake().root());
+    assert_eq!(registry.versions("m"), vec![1, 2]);
+    assert_eq!(registry.card("m", 2).unwrap().warm_started_from, Some(1));
+    assert!(accuracy(&s, "m").await >= before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_training_writes_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    s.execute(SEPARABLE).await.unwrap();
+    for bad in [
+        "TRAIN MODEL m USING logistic_regression LABEL y AS SELECT a, b, y FROM pts WHERE a > 5",
+        "TRAIN MODEL m USING logistic_regression OPTIONS (nope = 1) LABEL y AS SELECT a, b, y FROM pts",
+        "TRAIN MODEL m USING logistic_regression LABEL y AS SELECT CAST(a AS VARCHAR) AS a, y FROM pts",
+        "TRAIN MODEL m USING kmeans OPTIONS (k = 100000) AS SELECT a FROM pts LIMIT 3",
+    ] {
+        assert!(s.execute(bad).await.is_err(), "{bad}");
+    }
+    let models = scratch.path().join("lake/_models");
+    let entries = std::fs::read_dir(&models).map(|d| d.count()).unwrap_or(0);
+    let registry = kiln_sql::registry::ModelRegistry::new(s.lake().root());
+    assert!(
+        registry.names().is_empty(),
+        "no model published ({entries} entries under _models)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn linear_regression_recovers_coefficients_through_sql() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    s.execute(
+        "CREATE TABLE lin AS SELECT x1, x2, 1.5 * x1 - 2.0 * x2 + 0.75 AS y FROM ( \
+           SELECT CAST(n % 50 AS DOUBLE) / 25.0 - 1.0 AS x1, CAST(n % 31 AS DOUBLE) / 15.5 - 1.0 AS x2 \
+           FROM (SELECT unnest(range(0, 1550)) AS n))",
+    )
+    .await
+    .unwrap();
+    for options in [
+        "solver = 'normal'",
+        "optimizer = 'sgd', learning_rate = 0.1, batch_size = 32, epochs = 40",
+    ] {
+        s.execute(&format!(
+            "TRAIN MODEL OR REPLACE lin USING linear_regression OPTIONS ({options}) LABEL y AS SELECT x1, x2, y FROM lin"
+        ))
+        .await
+        .unwrap();
+        let registry = kiln_sql::registry::ModelRegistry::new(s.lake().root());
+        let (model, _) = registry
+            .load("lin", registry.latest("lin").unwrap())
+            .unwrap();
+        let p = model.params();
+        for (got, want) in p.iter().zip([1.5f32, -2.0, 0.75]) {
+            assert!((got - want).abs() < 1e-3, "{options}: {p:?}");
+        }
+    }
+}
