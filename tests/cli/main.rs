@@ -315,3 +315,31 @@ fn killed_ctas_leaves_no_partial_table() {
     );
     assert!(leftovers[0].starts_with('v'));
 }
+
+/// A model trained by one `kiln` process predicts identically in two later,
+/// separate processes (weights and card loaded from the lake).
+#[test]
+fn models_predict_identically_in_fresh_processes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let lake = scratch.path().join("lake");
+    let (code, _, err) = sql(
+        &lake,
+        "CREATE TABLE pts AS SELECT CAST(n % 17 AS DOUBLE) / 8.5 - 1.0 AS a, CAST(n % 11 AS DOUBLE) / 5.5 - 1.0 AS b \
+         FROM (SELECT unnest(range(0, 374)) AS n); \
+         TRAIN MODEL m USING mlp OPTIONS (hidden_units = [8], epochs = 3, seed = 5) LABEL b AS SELECT a, b FROM pts",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("epoch 3/3"), "progress lines: {err}");
+    let query = "SELECT a, predict('m', a) AS p FROM pts ORDER BY a LIMIT 20";
+    let first = run(kiln()
+        .args(["sql", "--format", "csv", "--lake"])
+        .arg(&lake)
+        .arg(format!("--command={query}")));
+    let second = run(kiln()
+        .args(["sql", "--format", "csv", "--lake"])
+        .arg(&lake)
+        .arg(format!("--command={query}")));
+    assert_eq!(first.0, 0, "{}", first.2);
+    assert_eq!(first.1, second.1);
+    assert_eq!(first.1.lines().count(), 21);
+}
