@@ -3,11 +3,16 @@
 //!
 //! ```text
 //! script ──parser──▶ statements ──KilnSession──▶ DataFusion logical plan
-//!                                        │
-//!      lake catalog (_kiln/catalog.json) ┤  CREATE TABLE AS / INSERT: staged Parquet,
-//!                                        │  published atomically as a new snapshot
-//!                                        ▼
-//!                    Ballista scheduler + executors (embedded by default)
+//!                        │               │
+//!                        │  lake catalog ┤  CREATE TABLE AS / INSERT: staged Parquet,
+//!                        │               │  published atomically as a new snapshot
+//!                        │               ▼
+//!                        │   Ballista scheduler + executors (embedded::start)
+//!                        ▼
+//!   TRAIN MODEL (ml) ──▶ TrainRoundNode ──codec──▶ TrainExec per partition ──▶ updates
+//!        ▲                                                                      │
+//!        └──────────── combine, next round ◀────────────────────────────────────┘
+//!   registry (_models/<name>/vN) ──▶ predict() / PREDICT / EVALUATE
 //! ```
 //! [`KilnSession`] is the entry point: it opens a [`lake::Lake`], starts an
 //! embedded Ballista cluster with [`kiln_session_config`], registers the lake's
@@ -16,8 +21,8 @@
 //! Errors are DataFusion errors, rewritten by [`diagnostics`] to name the
 //! statement position, table, file or line at fault.
 //!
-//! This crate never depends on the kernels or ML crates' internals the other
-//! way round: kernels and ML stay free of DataFusion.
+//! Dependencies point down: this crate uses `kiln-ml` and `kiln-kernels`,
+//! which never depend on DataFusion (a test walks `Cargo.lock`).
 //!
 //! ```no_run
 //! # async fn demo() -> datafusion::error::Result<()> {
