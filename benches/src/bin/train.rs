@@ -119,10 +119,31 @@ async fn main() -> datafusion::error::Result<()> {
             ))
             .await?;
             let secs = start.elapsed().as_secs_f64();
+            let peak = peak_rss_mib();
+            let metrics = kiln
+                .execute("EVALUATE MODEL bench AS SELECT * FROM train_data LIMIT 100000")
+                .await?;
+            let mut accuracy = String::new();
+            for batch in &metrics.batches {
+                let names = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::StringArray>();
+                let values = batch
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Float64Array>();
+                if let (Some(names), Some(values)) = (names, values) {
+                    for i in 0..batch.num_rows() {
+                        if names.value(i) == "accuracy" {
+                            accuracy = format!("{:.4}", values.value(i));
+                        }
+                    }
+                }
+            }
             println!(
-                "model,rows,seconds,rows_per_s,peak_rss_mib\n{model},{count},{secs:.2},{:.0},{:.0}",
-                count / secs,
-                peak_rss_mib()
+                "model,rows,seconds,rows_per_s,peak_rss_mib,accuracy_first_100k\n{model},{count},{secs:.2},{:.0},{peak:.0},{accuracy}",
+                count / secs
             );
         }
     }
