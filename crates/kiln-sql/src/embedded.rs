@@ -126,7 +126,13 @@ pub async fn start(state: &SessionState, vcores: usize) -> Result<EmbeddedCluste
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
 
-    let scheduler_client = connect(&scheduler_url).await?;
+    // Task definitions carry their plan, constants included (a folded
+    // `range(0, 1000000)` is 8 MB): the executor must accept messages as large
+    // as the scheduler may send, or its polls fail and the job never ends.
+    let scheduler_client = connect(&scheduler_url)
+        .await?
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
     let work_dir = tempfile::Builder::new()
         .prefix("kiln-executor-")
         .tempdir()?;

@@ -112,3 +112,18 @@ async fn scripts_report_the_failing_statement_line() {
         err.error
     );
 }
+
+/// A statement whose plan carries a large constant (a folded 1M-element list)
+/// still runs: the executor accepts task messages as large as Ballista's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_plans_reach_the_executor() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    let run = s.execute("CREATE TABLE big AS SELECT n FROM (SELECT unnest(range(0, 1000000)) AS n)");
+    tokio::time::timeout(std::time::Duration::from_secs(120), run)
+        .await
+        .expect("no hang")
+        .unwrap();
+    let count = s.execute("SELECT count(*) FROM big").await.unwrap();
+    assert_eq!(rows(&count), vec![vec!["1000000"]]);
+}
