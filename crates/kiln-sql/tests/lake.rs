@@ -119,7 +119,8 @@ async fn scripts_report_the_failing_statement_line() {
 async fn large_plans_reach_the_executor() {
     let scratch = tempfile::tempdir().unwrap();
     let s = session(&scratch.path().join("lake"), 2).await;
-    let run = s.execute("CREATE TABLE big AS SELECT n FROM (SELECT unnest(range(0, 1000000)) AS n)");
+    let run =
+        s.execute("CREATE TABLE big AS SELECT n FROM (SELECT unnest(range(0, 1000000)) AS n)");
     tokio::time::timeout(std::time::Duration::from_secs(120), run)
         .await
         .expect("no hang")
