@@ -16,6 +16,19 @@ const CHUNK: usize = 1 << 13;
 /// Below this many multiply-adds, GEMM stays on one thread.
 const GEMM_PARALLEL_THRESHOLD: f64 = 1.0e6;
 
+/// Checks that a matrix of `len` elements is made of whole rows of `cols`.
+fn check_rows(op: &'static str, what: &'static str, len: usize, cols: usize) -> Result<()> {
+    if cols == 0 || !len.is_multiple_of(cols) {
+        return Err(KernelError::ShapeMismatch {
+            op,
+            what,
+            expected: cols.max(1) * (len / cols.max(1)),
+            got: len,
+        });
+    }
+    Ok(())
+}
+
 /// Kernels on the host CPU. `threads = 0` uses rayon's global pool size.
 #[derive(Debug, Clone, Default)]
 pub struct CpuBackend {
@@ -94,14 +107,12 @@ impl Backend for CpuBackend {
 
     fn bias_activation(&self, act: Activation, x: &mut [f32], bias: &[f32]) -> Result<()> {
         let cols = bias.len();
-        if cols == 0 || !x.len().is_multiple_of(cols) {
-            return Err(KernelError::ShapeMismatch {
-                op: "bias_activation",
-                what: "x (a multiple of the bias length)",
-                expected: cols.max(1) * (x.len() / cols.max(1)),
-                got: x.len(),
-            });
-        }
+        check_rows(
+            "bias_activation",
+            "x (a multiple of the bias length)",
+            x.len(),
+            cols,
+        )?;
         let row = |r: &mut [f32]| {
             for (v, b) in r.iter_mut().zip(bias) {
                 *v = act.apply(*v + b);
@@ -136,14 +147,12 @@ impl Backend for CpuBackend {
 
     fn column_sums(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
         let cols = out.len();
-        if cols == 0 || !x.len().is_multiple_of(cols) {
-            return Err(KernelError::ShapeMismatch {
-                op: "column_sums",
-                what: "x (a multiple of the output length)",
-                expected: cols.max(1) * (x.len() / cols.max(1)),
-                got: x.len(),
-            });
-        }
+        check_rows(
+            "column_sums",
+            "x (a multiple of the output length)",
+            x.len(),
+            cols,
+        )?;
         let sum_rows = |rows: &[f32]| {
             let mut acc = vec![0.0f32; cols];
             for row in rows.chunks(cols) {

@@ -34,7 +34,7 @@ impl ModelType {
         self != Self::Kmeans
     }
 
-    fn valid_options(self) -> &'static [&'static str] {
+    fn valid_options(self) -> Vec<&'static str> {
         const COMMON: [&str; 11] = [
             "epochs",
             "batch_size",
@@ -48,48 +48,22 @@ impl ModelType {
             "warm_start",
             "momentum",
         ];
-        match self {
-            Self::LinearRegression => &[
-                "epochs",
-                "batch_size",
-                "learning_rate",
-                "optimizer",
-                "l2",
-                "seed",
-                "validation_fraction",
-                "early_stopping_patience",
-                "device",
-                "warm_start",
-                "momentum",
-                "solver",
-            ],
-            Self::LogisticRegression | Self::SoftmaxRegression => &COMMON,
-            Self::Mlp => &[
-                "epochs",
-                "batch_size",
-                "learning_rate",
-                "optimizer",
-                "l2",
-                "seed",
-                "validation_fraction",
-                "early_stopping_patience",
-                "device",
-                "warm_start",
-                "momentum",
-                "hidden_units",
-                "activation",
-                "dropout",
-                "task",
-            ],
-            Self::Kmeans => &[
-                "epochs",
-                "k",
-                "seed",
-                "device",
-                "warm_start",
-                "validation_fraction",
-            ],
-        }
+        let extra: &[&str] = match self {
+            Self::LinearRegression => &["solver"],
+            Self::Mlp => &["hidden_units", "activation", "dropout", "task"],
+            Self::LogisticRegression | Self::SoftmaxRegression => &[],
+            Self::Kmeans => {
+                return vec![
+                    "epochs",
+                    "k",
+                    "seed",
+                    "device",
+                    "warm_start",
+                    "validation_fraction",
+                ]
+            }
+        };
+        COMMON.iter().chain(extra).copied().collect()
     }
 }
 
