@@ -12,7 +12,7 @@ use crate::data::{Batch, Targets};
 use crate::metrics::{self, Metrics};
 use crate::model::{Model, Task};
 use crate::options::{ModelType, Solver, TrainOptions};
-use crate::train::{combine, is_validation_row, train_round, NormalStats};
+use crate::train::{combine, split_held_out, train_round, NormalStats};
 use crate::{MlError, Result};
 
 /// One epoch's numbers, for progress lines and the model card.
@@ -62,14 +62,7 @@ pub fn fit(
             batches.iter().map(move |b| {
                 let start = offset;
                 offset += b.rows() as u64;
-                b.select(|r| {
-                    is_validation_row(
-                        options.seed,
-                        p as u64,
-                        start + r as u64,
-                        options.validation_fraction,
-                    )
-                })
+                split_held_out(options, p as u64, start, b.clone()).1
             })
         })
         .filter(|b| b.rows() > 0)
@@ -83,14 +76,7 @@ pub fn fit(
             for b in batches {
                 let start = offset;
                 offset += b.rows() as u64;
-                stats.add(&b.select(|r| {
-                    !is_validation_row(
-                        options.seed,
-                        p as u64,
-                        start + r as u64,
-                        options.validation_fraction,
-                    )
-                }))?;
+                stats.add(&split_held_out(options, p as u64, start, b.clone()).0)?;
             }
             total.merge(&stats);
         }
@@ -109,7 +95,12 @@ pub fn fit(
 
     if let Task::Clustering { k } = model.task {
         if model.centroids.is_empty() {
-            model.centroids = initial_centroids(partitions, dims, k, options.seed)?;
+            let sample = partitions
+                .iter()
+                .flatten()
+                .flat_map(|b| b.features.chunks(dims))
+                .take(100_000);
+            model.centroids = initial_centroids(sample, k, options.seed)?;
         }
     }
 
@@ -168,18 +159,14 @@ pub fn fit(
     Ok((model, history))
 }
 
-fn initial_centroids(
-    partitions: &[Vec<Batch>],
-    dims: usize,
+/// kmeans starting centroids: the first `k` distinct rows of `sample` in a
+/// seeded random order.
+pub fn initial_centroids<'a>(
+    sample: impl IntoIterator<Item = &'a [f32]>,
     k: usize,
     seed: u64,
 ) -> Result<Vec<f32>> {
-    let sample: Vec<&[f32]> = partitions
-        .iter()
-        .flatten()
-        .flat_map(|b| b.features.chunks(dims))
-        .take(100_000)
-        .collect();
+    let sample: Vec<&[f32]> = sample.into_iter().collect();
     let mut distinct: Vec<&[f32]> = Vec::new();
     let mut order: Vec<usize> = (0..sample.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));

@@ -52,6 +52,29 @@ pub fn is_validation_row(seed: u64, partition: u64, index: u64, fraction: f32) -
     uniform < fraction as f64
 }
 
+/// Splits a partition's rows `start..start + batch.rows()` into training rows
+/// and held-out validation rows (see [`is_validation_row`]).
+pub fn split_held_out(
+    options: &TrainOptions,
+    partition: u64,
+    start: u64,
+    batch: Batch,
+) -> (Batch, Batch) {
+    if options.validation_fraction <= 0.0 {
+        let none = batch.select(|_| false);
+        return (batch, none);
+    }
+    let held = |r: usize| {
+        is_validation_row(
+            options.seed,
+            partition,
+            start + r as u64,
+            options.validation_fraction,
+        )
+    };
+    (batch.select(|r| !held(r)), batch.select(held))
+}
+
 /// One round of local training on one partition's rows.
 pub fn train_round(
     model: &Model,
@@ -126,20 +149,9 @@ impl<'a> RoundTrainer<'a> {
     fn feed_inner(&mut self, backend: &dyn Backend, batch: Batch, train_rows: bool) -> Result<()> {
         let start = self.offset;
         self.offset += batch.rows() as u64;
-        let (train, validation) = if self.options.validation_fraction > 0.0 {
-            let held = |r: usize| {
-                is_validation_row(
-                    self.options.seed,
-                    self.partition,
-                    start + r as u64,
-                    self.options.validation_fraction,
-                )
-            };
-            (batch.select(|r| !held(r)), Some(batch.select(held)))
-        } else {
-            (batch, None)
-        };
-        if let Some(v) = validation.filter(|v| v.rows() > 0) {
+        let (train, validation) = split_held_out(self.options, self.partition, start, batch);
+        if validation.rows() > 0 {
+            let v = validation;
             let (loss, correct) = crate::fit::score(self.start, backend, &v)?;
             self.update.validation_rows += v.rows() as u64;
             self.update.validation_loss_sum += loss;

@@ -302,6 +302,34 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `SELECT [q.*,] predict(...) AS prediction [, predict_proba(...) AS probability] [, extra...]
+/// FROM (query) q` for the version `card` describes.
+fn prediction_query(card: &ModelCard, query: &str, keep_input: bool, extra: &[String]) -> String {
+    let reference = format!("{}@{}", card.name, card.version);
+    let args: Vec<String> = card
+        .features
+        .iter()
+        .map(|f| format!("q.{}", quote(&f.name)))
+        .collect();
+    let args = args.join(", ");
+    let mut select: Vec<String> = if keep_input {
+        vec!["q.*".to_string()]
+    } else {
+        vec![]
+    };
+    select.push(format!("predict('{reference}', {args}) AS prediction"));
+    if matches!(
+        card.task,
+        Task::BinaryClassification | Task::MulticlassClassification { .. }
+    ) {
+        select.push(format!(
+            "predict_proba('{reference}', {args}) AS probability"
+        ));
+    }
+    select.extend(extra.iter().cloned());
+    format!("SELECT {} FROM ({query}) q", select.join(", "))
+}
+
 fn text_rows(schema: Arc<Schema>, columns: Vec<Vec<String>>) -> Result<StatementResult> {
     let arrays = columns
         .into_iter()
@@ -363,9 +391,10 @@ impl KilnSession {
                 version,
                 query,
             } => {
-                let (sql, card) = self.prediction_query(&name, version, &query, false)?;
+                let card = self.model_card(&name, version)?;
                 self.check_prediction_columns(&card, &query).await?;
-                self.execute_plain(&sql).await
+                self.execute_plain(&prediction_query(&card, &query, true, &[]))
+                    .await
             }
             MlStatement::Evaluate {
                 name,
@@ -398,43 +427,10 @@ impl KilnSession {
         Ok(StatementResult::rows(schema, batches))
     }
 
-    /// `SELECT q.*, predict(...) AS prediction [, predict_proba(...) AS probability] FROM (query) q`,
-    /// after checking the query has the model's feature columns.
-    fn prediction_query(
-        &self,
-        name: &str,
-        version: Option<u64>,
-        query: &str,
-        only_outputs: bool,
-    ) -> Result<(String, ModelCard)> {
+    fn model_card(&self, name: &str, version: Option<u64>) -> Result<ModelCard> {
         let registry = self.registry();
-        let v = registry.resolve(name, version)?;
-        let card = registry.card(name, v)?;
-        let reference = format!("{name}@{v}");
-        let args: Vec<String> = card
-            .features
-            .iter()
-            .map(|f| format!("q.{}", quote(&f.name)))
-            .collect();
-        let args = args.join(", ");
-        let mut select = vec![format!("predict('{reference}', {args}) AS prediction")];
-        if matches!(
-            card.task,
-            Task::BinaryClassification | Task::MulticlassClassification { .. }
-        ) {
-            select.push(format!(
-                "predict_proba('{reference}', {args}) AS probability"
-            ));
-        }
-        let prefix = if only_outputs {
-            String::new()
-        } else {
-            "q.*, ".to_string()
-        };
-        Ok((
-            format!("SELECT {prefix}{} FROM ({query}) q", select.join(", ")),
-            card,
-        ))
+        let version = registry.resolve(name, version)?;
+        registry.card(name, version)
     }
 
     async fn check_prediction_columns(&self, card: &ModelCard, query: &str) -> Result<()> {
@@ -463,7 +459,7 @@ impl KilnSession {
         version: Option<u64>,
         query: &str,
     ) -> Result<StatementResult> {
-        let (sql, card) = self.prediction_query(name, version, query, true)?;
+        let card = self.model_card(name, version)?;
         self.check_prediction_columns(&card, query).await?;
         let label = match (&card.label, card.task) {
             (Some(label), _) => Some(label.clone()),
@@ -495,13 +491,8 @@ impl KilnSession {
             );
         }
         let label = label.expect("supervised");
-        let sql = sql.replace(
-            " FROM (",
-            &format!(
-                ", CAST(q.{} AS VARCHAR) AS kiln_label FROM (",
-                quote(&label)
-            ),
-        );
+        let label_column = format!("CAST(q.{} AS VARCHAR) AS kiln_label", quote(&label));
+        let sql = prediction_query(&card, query, false, &[label_column]);
         let batches = self.context().sql(&sql).await?.collect().await?;
         let classes = card.classes.clone().unwrap_or_default();
         let mut predicted_idx = vec![];
@@ -1137,35 +1128,18 @@ impl KilnSession {
             .limit(0, Some(10_000))?
             .collect()
             .await?;
-        let mut rows: Vec<Vec<f32>> = vec![];
+        let mut batches = vec![];
         for batch in &sample {
-            let b = crate::features::to_batch(
+            batches.push(crate::features::to_batch(
                 features,
                 &batch.columns()[..features.len()],
                 None,
                 batch.num_rows(),
-            )?;
-            rows.extend(b.features.chunks(b.dims).map(<[f32]>::to_vec));
+            )?);
         }
-        use rand::seq::SliceRandom;
-        use rand::SeedableRng;
-        rows.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-        let mut chosen: Vec<Vec<f32>> = vec![];
-        for row in rows {
-            if !chosen.contains(&row) {
-                chosen.push(row);
-                if chosen.len() == k {
-                    break;
-                }
-            }
-        }
-        if chosen.len() < k {
-            return Err(DataFusionError::Plan(format!(
-                "kmeans with k = {k} needs at least {k} distinct rows; the query has {}",
-                chosen.len()
-            )));
-        }
-        Ok(chosen.concat())
+        let rows = batches.iter().flat_map(|b| b.features.chunks(b.dims));
+        kiln_ml::fit::initial_centroids(rows, k, seed)
+            .map_err(|e| DataFusionError::Plan(e.to_string()))
     }
 }
 

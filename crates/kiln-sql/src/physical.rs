@@ -23,7 +23,7 @@ use datafusion::physical_plan::{
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
 use kiln_kernels::cpu::CpuBackend;
-use kiln_ml::train::{NormalStats, RoundTrainer};
+use kiln_ml::train::{split_held_out, NormalStats, RoundTrainer};
 
 use crate::features::{to_batch, LabelKind};
 use crate::logical::{RoundMode, RoundSpec, TrainRoundNode, ROUND_OUTPUT_SCHEMA};
@@ -170,14 +170,7 @@ async fn run_round(
                 let batch = convert(&batch?)?;
                 let start = offset;
                 offset += batch.rows() as u64;
-                let train = batch.select(|r| {
-                    !kiln_ml::train::is_validation_row(
-                        spec.options.seed,
-                        partition,
-                        start + r as u64,
-                        spec.options.validation_fraction,
-                    )
-                });
+                let (train, _) = split_held_out(&spec.options, partition, start, batch);
                 stats.add(&train).map_err(ml_error)?;
             }
             to_json(&stats)

@@ -349,6 +349,11 @@ impl KilnSession {
             }
             Ok(TreeNodeRecursion::Continue)
         })?;
+        // Writes to lake tables are Kiln's (staged + published); the catalog is read once.
+        let managed_target = match &plan {
+            LogicalPlan::Dml(dml) => self.managed_entry(&dml.table_name)?,
+            _ => None,
+        };
         match plan {
             LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) => {
                 self.create_table(create, partition_by).await
@@ -382,8 +387,9 @@ impl KilnSession {
                 )))
             }
             LogicalPlan::Ddl(DdlStatement::DropTable(drop)) => self.drop_table(drop).await,
-            LogicalPlan::Dml(dml) if self.managed_entry(&dml.table_name)?.is_some() => {
-                self.insert_managed(dml).await
+            LogicalPlan::Dml(dml) if managed_target.is_some() => {
+                self.insert_managed(dml, managed_target.expect("checked by the guard"))
+                    .await
             }
             LogicalPlan::DescribeTable(describe) => {
                 let schema = describe.schema.as_ref();
@@ -482,11 +488,12 @@ impl KilnSession {
         )))
     }
 
-    async fn insert_managed(&self, dml: DmlStatement) -> Result<StatementResult> {
+    async fn insert_managed(
+        &self,
+        dml: DmlStatement,
+        entry: ManagedTable,
+    ) -> Result<StatementResult> {
         let name = dml.table_name.table().to_string();
-        let entry = self
-            .managed_entry(&dml.table_name)?
-            .ok_or_else(|| DataFusionError::Internal(format!("{name} is not managed")))?;
         let carry = match dml.op {
             WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append) => {
                 Some(entry.snapshot)
