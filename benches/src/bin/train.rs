@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! train gen --rows 10000000 --lake /tmp/kiln-train   # synthetic Parquet table, 32 features
+//! train gen --rows 1000000 --features 784 --classes 10 --float32 --chunk 50000 --lake /tmp/kmlp
 //! train run --lake /tmp/kiln-train                    # 1 epoch of logistic_regression
 //! ```
 //! `run` prints rows/s and the process's peak resident memory (VmHWM), so run
@@ -25,6 +26,15 @@ enum Command {
         rows: u64,
         #[arg(long, default_value_t = 32)]
         features: usize,
+        /// 2: label `f0 + f1 - f2 > 0`; more: `f0`'s range cut into this many equal classes.
+        #[arg(long, default_value_t = 2)]
+        classes: u32,
+        /// Store features as FLOAT (f32) instead of DOUBLE: halves the table for wide runs.
+        #[arg(long)]
+        float32: bool,
+        /// Rows per INSERT while generating (wide tables need smaller slices).
+        #[arg(long, default_value_t = 1_000_000)]
+        chunk: u64,
         #[arg(long, default_value = "target/kiln-train")]
         lake: String,
     },
@@ -58,28 +68,41 @@ async fn main() -> datafusion::error::Result<()> {
         Command::Gen {
             rows,
             features,
+            classes,
+            float32,
+            chunk,
             lake,
         } => {
+            if classes < 2 {
+                return Err(datafusion::error::DataFusionError::Plan(
+                    "--classes must be at least 2".into(),
+                ));
+            }
+            let feature_type = if float32 { "FLOAT" } else { "DOUBLE" };
             let mut options = SessionOptions::new(lake);
             options.progress = false;
             let kiln = KilnSession::open(options).await?;
             let columns: Vec<String> = (0..features)
                 .map(|k| {
                     format!(
-                        "CAST((n * 2654435761 + {}) % 1000003 AS DOUBLE) / 1000003.0 - 0.5 AS f{k}",
+                        "CAST(CAST((n * 2654435761 + {}) % 1000003 AS DOUBLE) / 1000003.0 - 0.5 AS {feature_type}) AS f{k}",
                         k * 40503 + 17
                     )
                 })
                 .collect();
             let start = Instant::now();
-            // In slices of 1M rows: one list of `rows` numbers would be materialized whole.
-            let chunk = 1_000_000u64;
+            // In slices: one list of `rows` numbers would be materialized whole.
+            let label = if classes == 2 {
+                "CASE WHEN f0 + f1 - f2 > 0 THEN 1 ELSE 0 END".to_string()
+            } else {
+                format!("CAST(floor((CAST(f0 AS DOUBLE) + 0.5) * {classes}) AS BIGINT)")
+            };
             let mut first = true;
             let mut from = 0;
             while from < rows {
                 let to = (from + chunk).min(rows);
                 let select = format!(
-                    "SELECT *, CASE WHEN f0 + f1 - f2 > 0 THEN 1 ELSE 0 END AS label FROM (SELECT {} FROM (SELECT unnest(range({from}, {to})) AS n))",
+                    "SELECT *, {label} AS label FROM (SELECT {} FROM (SELECT unnest(range({from}, {to})) AS n))",
                     columns.join(", ")
                 );
                 let sql = if first {

@@ -1,12 +1,14 @@
 //! The `kiln` command: SQL over a data lake, executed on Ballista.
 //!
 //! `kiln sql` runs one-shot statements or an interactive REPL; `kiln run`
-//! runs a SQL script with `${param}` substitution. Exit code 0 means every
+//! runs a SQL script with `${param}` substitution; `kiln scheduler` and
+//! `kiln executor` run the processes of a cluster. Exit code 0 means every
 //! statement succeeded; 1 means a statement (or the setup) failed; 2 means the
 //! command line was invalid.
 
 mod output;
 mod repl;
+mod serve;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read};
@@ -49,6 +51,34 @@ struct GlobalArgs {
     /// Print only query results (no status lines).
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
+    /// The cluster's shared secret (scheduler: required from clients and
+    /// executors; clients and executors: sent to the scheduler).
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// A directory external tables may read besides the lake (repeatable).
+    /// Without any, external tables may read anywhere on the embedded
+    /// cluster, and only the lake with --cluster.
+    #[arg(
+        long = "allow-path",
+        global = true,
+        env = "KILN_ALLOWED_PATHS",
+        value_delimiter = ',',
+        value_name = "DIR"
+    )]
+    allow_paths: Vec<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// The token, if set and not empty (`KILN_TOKEN=` means none).
+    fn token(&self) -> Option<String> {
+        self.token.clone().filter(|t| !t.is_empty())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -81,6 +111,10 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Run a cluster scheduler (clients connect with --cluster df://HOST:PORT).
+    Scheduler(serve::SchedulerArgs),
+    /// Run a cluster executor that takes tasks from a scheduler.
+    Executor(serve::ExecutorArgs),
 }
 
 fn main() -> ExitCode {
@@ -115,13 +149,14 @@ fn init_logging() {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let options = SessionOptions {
-        lake: resolve_path(&cli.global.lake),
-        cluster: cli.global.cluster.clone(),
-        target_partitions: None,
-        progress: !cli.global.quiet,
-    };
+    let mut options = SessionOptions::new(resolve_path(&cli.global.lake));
+    options.cluster = cli.global.cluster.clone();
+    options.progress = !cli.global.quiet;
+    options.token = cli.global.token();
+    options.allowed_paths = cli.global.allow_paths.clone();
     match cli.command {
+        Command::Scheduler(args) => serve::scheduler(args, &cli.global).await,
+        Command::Executor(args) => serve::executor(args, &cli.global).await,
         Command::Sql {
             command,
             file,

@@ -159,10 +159,28 @@ pub async fn explain(
             }
         }
     }
-    match simplify_job_error(&message) {
+    if let Some(simple) = simplify_job_error(&message) {
+        return DataFusionError::Execution(simple);
+    }
+    match grpc_status(&message) {
         Some(simple) => DataFusionError::Execution(simple),
         None => err,
     }
+}
+
+/// Ballista passes the scheduler's gRPC refusals on in their Debug form,
+/// `Status { code: Unauthenticated, message: "...", metadata: ... }`: returns
+/// the code and message in words.
+fn grpc_status(message: &str) -> Option<String> {
+    let status = &message[message.find("Status { code: ")? + "Status { code: ".len()..];
+    let code = status.split(',').next()?.trim();
+    let text = status.split("message: \"").nth(1)?;
+    let text = text[..text.find("\", ")?].replace("\\\"", "\"");
+    let hint = match code {
+        "Unavailable" => " (is the scheduler running and reachable?)",
+        _ => "",
+    };
+    Some(format!("the Kiln scheduler answered {code}: {text}{hint}"))
 }
 
 /// Ballista reports a failed task as `Job J failed: ... runtime execution error:
@@ -394,6 +412,16 @@ mod tests {
             Some("ordrs".to_string())
         );
         assert_eq!(unknown_table("something else"), None);
+    }
+
+    #[test]
+    fn grpc_refusals_are_unwrapped() {
+        let raw = r#"Execution error: Status { code: Unauthenticated, message: "the Kiln token presented is wrong; check --token / KILN_TOKEN", metadata: MetadataMap { headers: {} }, source: None }"#;
+        assert_eq!(
+            grpc_status(raw).unwrap(),
+            "the Kiln scheduler answered Unauthenticated: the Kiln token presented is wrong; check --token / KILN_TOKEN"
+        );
+        assert!(grpc_status("Execution error: plain").is_none());
     }
 
     #[test]

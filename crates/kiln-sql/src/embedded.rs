@@ -1,5 +1,6 @@
 //! Kiln's embedded Ballista cluster: a scheduler and one executor in this
-//! process, talking gRPC over loopback exactly as separate processes would.
+//! process ([`crate::cluster`]'s, on loopback ports), talking gRPC exactly as
+//! separate processes would.
 //!
 //! Ballista's own `standalone` setup leaves the executor polling the scheduler
 //! every 50 ms, so every stage of every query waits for the next poll. Here
@@ -7,43 +8,15 @@
 //! loop as soon as a stage becomes runnable, and the loop reports finished
 //! tasks at once. Plans, codecs and shuffles are Ballista's, unchanged.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_flight::flight_service_server::FlightServiceServer;
-use ballista_core::config::TaskSchedulingPolicy;
-use ballista_core::extension::SessionConfigExt;
-use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
-use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
-use ballista_core::serde::protobuf::ExecutorRegistration;
-use ballista_core::serde::scheduler::{
-    ExecutorOperatingSystemSpecification, ExecutorSpecification,
-};
-use ballista_core::serde::BallistaCodec;
-use ballista_core::utils::{create_grpc_server, GrpcServerConfig};
-use ballista_core::{ConfigProducer, RuntimeProducer, BALLISTA_PROTOCOL_VERSION};
-use ballista_executor::execution_loop::poll_loop;
-use ballista_executor::executor::Executor;
-use ballista_executor::flight_service::BallistaFlightService;
-use ballista_executor::health::ExecutorHealth;
-use ballista_executor::metrics::LoggingMetricsCollector;
-use ballista_scheduler::cluster::BallistaCluster;
-use ballista_scheduler::config::SchedulerConfig;
-use ballista_scheduler::metrics::default_metrics_collector;
-use ballista_scheduler::scheduler_server::SchedulerServer;
-use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::SessionState;
-use datafusion::prelude::SessionConfig;
-use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use datafusion::error::Result;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 
-fn config_error(
-    what: &str,
-) -> impl FnOnce(ballista_core::error::BallistaError) -> DataFusionError + '_ {
-    move |e| DataFusionError::Configuration(format!("embedded Ballista {what}: {e}"))
-}
+use crate::cluster::{self, ExecutorOptions, RunningExecutor, RunningScheduler, SchedulerOptions};
 
 /// How often the executor polls while a statement runs. Ballista's poll loop
 /// learns of finished tasks only when it polls, and nothing wakes it when a
@@ -56,8 +29,8 @@ pub struct EmbeddedCluster {
     /// `http://localhost:PORT` of the scheduler.
     pub scheduler_url: String,
     work_available: Arc<Notify>,
-    /// The executor's shuffle directory; removed when the cluster is dropped.
-    _work_dir: tempfile::TempDir,
+    _scheduler: RunningScheduler,
+    _executor: RunningExecutor,
 }
 
 impl EmbeddedCluster {
@@ -87,116 +60,43 @@ impl Drop for InFlight {
     }
 }
 
-/// Starts a scheduler and an executor with `vcores` task slots, both using
-/// `state`'s functions, codecs and configuration.
-pub async fn start(state: &SessionState, vcores: usize) -> Result<EmbeddedCluster> {
-    let logical = state.config().ballista_logical_extension_codec();
-    let physical = state.config().ballista_physical_extension_codec();
+/// Starts a scheduler and an executor with `vcores` task slots on loopback
+/// ports, both with Kiln's session state for `lake`.
+pub async fn start(
+    lake: &Path,
+    target_partitions: Option<usize>,
+    vcores: usize,
+) -> Result<EmbeddedCluster> {
     let work_available = Arc::new(Notify::new());
-
-    let scheduler_state = state.clone();
-    let scheduler_config = state.config().clone();
-    let config_producer: ConfigProducer = Arc::new(move || scheduler_config.clone());
-    let cluster = BallistaCluster::new_memory(
-        "localhost:0",
-        Arc::new(move |_: SessionConfig| Ok(scheduler_state.clone())),
-        Arc::clone(&config_producer),
-    );
-    let notify = Arc::clone(&work_available);
-    let policy = SchedulerConfig::default()
-        .with_scheduler_policy(TaskSchedulingPolicy::PullStaged)
-        .with_on_work_available(Arc::new(move |_| notify.notify_one()));
-    let mut scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode> = SchedulerServer::new(
-        "localhost:0".to_string(),
-        cluster,
-        BallistaCodec::new(Arc::clone(&logical), Arc::clone(&physical)),
-        Arc::new(policy),
-        default_metrics_collector().map_err(config_error("metrics"))?,
-    );
-    scheduler.init().await.map_err(config_error("scheduler"))?;
-    let max_message = state.config().ballista_grpc_client_max_message_size();
-    let scheduler_service = SchedulerGrpcServer::new(scheduler)
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
-    let listener = TcpListener::bind("localhost:0").await?;
-    let scheduler_url = format!("http://localhost:{}", listener.local_addr()?.port());
-    tokio::spawn(
-        create_grpc_server(&GrpcServerConfig::default())
-            .add_service(scheduler_service)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-
-    // Task definitions carry their plan, constants included (a folded
-    // `range(0, 1000000)` is 8 MB): the executor must accept messages as large
-    // as the scheduler may send, or its polls fail and the job never ends.
-    let scheduler_client = connect(&scheduler_url)
-        .await?
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
-    let work_dir = tempfile::Builder::new()
-        .prefix("kiln-executor-")
-        .tempdir()?;
-    let work_dir_path = work_dir.path().display().to_string();
-    let listener = TcpListener::bind("localhost:0").await?;
-    let registration = ExecutorRegistration {
-        id: ballista_core::ids::new_instance_id(),
-        host: Some("localhost".to_string()),
-        port: listener.local_addr()?.port() as u32,
-        grpc_port: 0,
-        specification: Some(
-            ExecutorSpecification::default()
-                .with_vcores(vcores as u32)
-                .into(),
-        ),
-        os_info: Some(ExecutorOperatingSystemSpecification::default().into()),
-        ballista_protocol_version: BALLISTA_PROTOCOL_VERSION,
-    };
-    let executor_config = state.config().clone().upgrade_for_ballista();
-    let runtime = state.runtime_env().clone();
-    let executor = Arc::new(Executor::with_default_execution_engine(
-        registration,
-        &work_dir_path,
-        Arc::new(move |_: &SessionConfig| Ok(Arc::clone(&runtime))) as RuntimeProducer,
-        Arc::new(move || executor_config.clone()) as ConfigProducer,
-        Arc::new(state.into()),
-        Arc::new(LoggingMetricsCollector::default()),
-        vcores,
-    ));
-    let flight = FlightServiceServer::new(BallistaFlightService::new(work_dir_path))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
-    tokio::spawn(
-        create_grpc_server(&GrpcServerConfig::default())
-            .add_service(flight)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    tokio::spawn(poll_loop(
-        scheduler_client,
-        executor,
-        BallistaCodec::<LogicalPlanNode, PhysicalPlanNode>::new(logical, physical),
+    let mut scheduler_options = SchedulerOptions::new(lake);
+    scheduler_options.target_partitions = target_partitions;
+    let scheduler = cluster::start_scheduler(
+        TcpListener::bind("localhost:0").await?,
+        &scheduler_options,
         Some(Arc::clone(&work_available)),
-        None,
-        ExecutorHealth::default(),
-    ));
+    )
+    .await?;
+    let scheduler_url = format!("http://localhost:{}", scheduler.address.port());
+    let executor_options = ExecutorOptions {
+        lake: lake.to_path_buf(),
+        scheduler_url: scheduler_url.clone(),
+        advertise_host: "localhost".to_string(),
+        slots: vcores,
+        work_dir: None,
+        memory_limit: None,
+        token: None,
+        target_partitions,
+    };
+    let executor = cluster::start_executor(
+        TcpListener::bind("localhost:0").await?,
+        &executor_options,
+        Some(Arc::clone(&work_available)),
+    )
+    .await?;
     Ok(EmbeddedCluster {
         scheduler_url,
         work_available,
-        _work_dir: work_dir,
+        _scheduler: scheduler,
+        _executor: executor,
     })
-}
-
-async fn connect(url: &str) -> Result<SchedulerGrpcClient<tonic::transport::Channel>> {
-    let mut last_error = None;
-    for _ in 0..100 {
-        match SchedulerGrpcClient::connect(url.to_string()).await {
-            Ok(client) => return Ok(client),
-            Err(e) => {
-                last_error = Some(e);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    }
-    Err(DataFusionError::Configuration(format!(
-        "embedded Ballista scheduler at {url} did not answer: {last_error:?}"
-    )))
 }

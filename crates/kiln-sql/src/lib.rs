@@ -34,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cluster;
 pub mod codec;
 pub mod diagnostics;
 pub mod embedded;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema, UInt64Type};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Extension, LogicalPlan};
@@ -1086,17 +1086,25 @@ impl KilnSession {
             .await?
             .collect()
             .await?;
+        // Partitions finish in any order (on a cluster, on any executor):
+        // combine them in partition order so the same data gives the same model.
         let mut out = vec![];
         for batch in &batches {
+            let partitions = batch.column(0).as_primitive::<UInt64Type>();
             let updates = batch.column(1).as_binary::<i32>();
-            for bytes in updates.iter().flatten() {
-                out.push(
-                    serde_json::from_slice(bytes)
-                        .map_err(|e| DataFusionError::Internal(format!("round result: {e}")))?,
-                );
+            for (partition, bytes) in partitions.iter().zip(updates.iter()) {
+                if let (Some(partition), Some(bytes)) = (partition, bytes) {
+                    out.push((partition, bytes));
+                }
             }
         }
-        Ok(out)
+        out.sort_by_key(|(partition, _)| *partition);
+        out.into_iter()
+            .map(|(_, bytes)| {
+                serde_json::from_slice(bytes)
+                    .map_err(|e| DataFusionError::Internal(format!("round result: {e}")))
+            })
+            .collect()
     }
 
     /// Scores the held-out rows with `model` (one job); `None` without validation.

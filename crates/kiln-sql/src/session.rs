@@ -17,7 +17,6 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::{
     CreateMemoryTable, DdlStatement, DmlStatement, DropTable, LogicalPlan, WriteOp,
 };
@@ -28,11 +27,11 @@ use futures::FutureExt;
 
 use crate::codec::{KilnLogicalCodec, KilnPhysicalCodec};
 use crate::diagnostics;
-use crate::embedded;
 use crate::lake::{validate_table_name, ExternalTable, Lake, LakeError, ManagedTable, TableEntry};
 use crate::parser::{split_statements, ScriptStatement};
 use crate::physical::KilnExtensionPlanner;
 use crate::udf::predict_udfs;
+use crate::{cluster, embedded};
 
 /// How to open a [`KilnSession`].
 #[derive(Debug, Clone)]
@@ -45,6 +44,12 @@ pub struct SessionOptions {
     pub target_partitions: Option<usize>,
     /// Print per-epoch training progress to stderr.
     pub progress: bool,
+    /// The cluster's shared secret (sent to the scheduler with every job).
+    pub token: Option<String>,
+    /// Directories `CREATE EXTERNAL TABLE` may read besides the lake. Empty
+    /// means unrestricted on the embedded cluster and "the lake only" on a
+    /// remote one.
+    pub allowed_paths: Vec<PathBuf>,
 }
 
 impl SessionOptions {
@@ -54,6 +59,8 @@ impl SessionOptions {
             cluster: None,
             target_partitions: None,
             progress: true,
+            token: None,
+            allowed_paths: vec![],
         }
     }
 }
@@ -147,47 +154,58 @@ pub struct KilnSession {
     lake: Lake,
     progress: bool,
     warnings: Mutex<Vec<String>>,
-    cluster: embedded::EmbeddedCluster,
+    /// The in-process cluster, when not connected to a remote one.
+    embedded: Option<embedded::EmbeddedCluster>,
+    /// Roots external tables must lie under (besides the lake); `None`: anywhere.
+    allowed_paths: Option<Vec<PathBuf>>,
 }
 
 impl KilnSession {
     /// Opens the lake and starts (or connects to) Ballista, registering every
     /// table of the lake's catalog.
     pub async fn open(options: SessionOptions) -> Result<Self> {
-        if let Some(url) = &options.cluster {
-            return Err(DataFusionError::NotImplemented(format!(
-                "cluster mode (--cluster {url}) is not yet available in this version of Kiln; \
-                 omit --cluster to run on the embedded cluster"
-            )));
-        }
         let lake = Lake::open(&options.lake).map_err(lake_error)?;
-        let config = kiln_session_config(options.target_partitions);
-        let mut state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_default_features()
-            .with_query_planner(Arc::new(KilnQueryPlanner))
-            .build();
-        let udfs = predict_udfs(lake.root().to_path_buf());
-        for udf in &udfs {
-            datafusion::execution::FunctionRegistry::register_udf(
-                &mut state,
-                Arc::new(udf.clone()),
-            )?;
+        let mut config = kiln_session_config(options.target_partitions);
+        if let Some(token) = &options.token {
+            config = config.with_ballista_grpc_metadata(HashMap::from([(
+                cluster::TOKEN_HEADER.to_string(),
+                token.clone(),
+            )]));
         }
-        let vcores = state.config().target_partitions();
-        let cluster = embedded::start(&state, vcores).await?;
-        let state = state.upgrade_for_ballista(cluster.scheduler_url.clone())?;
+        let state = cluster::kiln_state(config, lake.root())?;
+        let (scheduler_url, embedded) = match &options.cluster {
+            Some(address) => (cluster::scheduler_url(address)?, None),
+            None => {
+                let vcores = state.config().target_partitions();
+                let embedded =
+                    embedded::start(lake.root(), options.target_partitions, vcores).await?;
+                (embedded.scheduler_url.clone(), Some(embedded))
+            }
+        };
+        let state = state.upgrade_for_ballista(scheduler_url)?;
         let ctx = SessionContext::new_with_state(state);
         // Ballista's upgrade rebuilds the client's function list: register again.
-        for udf in udfs {
+        for udf in predict_udfs(lake.root().to_path_buf()) {
             ctx.register_udf(udf);
         }
+        let allowed_paths = if options.allowed_paths.is_empty() && options.cluster.is_none() {
+            None
+        } else {
+            Some(
+                options
+                    .allowed_paths
+                    .iter()
+                    .map(|p| resolve_path(p))
+                    .collect(),
+            )
+        };
         let session = Self {
             ctx,
             lake,
             progress: options.progress,
             warnings: Mutex::new(vec![]),
-            cluster,
+            embedded,
+            allowed_paths,
         };
         session.register_catalog().await?;
         Ok(session)
@@ -279,7 +297,10 @@ impl KilnSession {
     /// Executes one statement. A panic anywhere below becomes an internal error.
     pub async fn execute(&self, sql: &str) -> Result<StatementResult> {
         let mut tables = Vec::new();
-        let _in_flight = self.cluster.in_flight();
+        let _in_flight = self
+            .embedded
+            .as_ref()
+            .map(embedded::EmbeddedCluster::in_flight);
         let outcome = AssertUnwindSafe(self.execute_inner(sql, &mut tables))
             .catch_unwind()
             .await;
@@ -360,6 +381,9 @@ impl KilnSession {
             }
             LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)) => {
                 let name = create.name.table().to_string();
+                for location in &create.locations {
+                    self.check_allowed_location(&name, location)?;
+                }
                 let temporary = create.temporary;
                 let format = create.file_type.clone();
                 let locations = create.locations.clone();
@@ -402,6 +426,34 @@ impl KilnSession {
                 Ok(StatementResult::rows(schema, batches))
             }
         }
+    }
+
+    /// Refuses external tables outside the lake and the allowed roots (when confined).
+    fn check_allowed_location(&self, table: &str, location: &str) -> Result<()> {
+        let Some(allowed) = &self.allowed_paths else {
+            return Ok(());
+        };
+        let path = location.strip_prefix("file://").unwrap_or(location);
+        let inside = |root: &Path| {
+            let root = normalize(root);
+            let candidate = normalize(Path::new(path));
+            candidate.starts_with(&root)
+        };
+        let lake_root = resolve_path(self.lake.root());
+        if !location.contains("://") || location.starts_with("file://") {
+            if inside(&lake_root) || allowed.iter().any(|root| inside(root)) {
+                return Ok(());
+            }
+        }
+        let roots: Vec<String> = std::iter::once(&lake_root)
+            .chain(allowed)
+            .map(|p| p.display().to_string())
+            .collect();
+        Err(DataFusionError::Plan(format!(
+            "CREATE EXTERNAL TABLE {table}: location '{location}' is outside the allowed roots ({}); \
+             move the files under the lake or allow the directory with --allow-path DIR (KILN_ALLOWED_PATHS)",
+            roots.join(", ")
+        )))
     }
 
     fn check_name_for_lake(&self, name: &str) -> Result<()> {
@@ -575,37 +627,8 @@ impl KilnSession {
     }
 
     fn managed_provider(&self, name: &str, entry: &ManagedTable) -> Result<Arc<dyn TableProvider>> {
-        let dir = self.lake.snapshot_dir(name, entry.snapshot);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| DataFusionError::Execution(format!("lake table '{name}': {e}")))?;
-        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-        let file_fields: Vec<Field> = entry
-            .schema
-            .fields()
-            .iter()
-            .filter(|f| !entry.partition_by.contains(f.name()))
-            .map(|f| f.as_ref().clone())
-            .collect();
-        let partition_cols: Vec<(String, DataType)> = entry
-            .partition_by
-            .iter()
-            .map(|p| {
-                entry
-                    .schema
-                    .field_with_name(p)
-                    .map(|f| (p.clone(), f.data_type().clone()))
-                    .map_err(|e| DataFusionError::Execution(format!("lake table '{name}': {e}")))
-            })
-            .collect::<Result<_>>()?;
-        let state = self.ctx.state();
-        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
-        let options = ListingOptions::new(Arc::new(format))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(partition_cols);
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(Arc::new(Schema::new(file_fields)));
-        Ok(Arc::new(ListingTable::try_new(config)?))
+        let parquet = self.ctx.state().table_options().parquet.clone();
+        managed_table_provider(&self.lake, name, entry, parquet)
     }
 
     async fn drop_table(&self, drop: DropTable) -> Result<StatementResult> {
@@ -780,6 +803,25 @@ pub(crate) fn lake_error(e: LakeError) -> DataFusionError {
     }
 }
 
+/// `path` made absolute with `.` and `..` removed, symlinks resolved where it exists.
+fn normalize(path: &Path) -> PathBuf {
+    let absolute = resolve_path(path);
+    if let Ok(real) = absolute.canonicalize() {
+        return real;
+    }
+    let mut out = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// The lake directory for `path`, resolving `~`-less relative paths against the cwd.
 pub fn resolve_path(path: &Path) -> PathBuf {
     if path.is_absolute() {
@@ -794,7 +836,7 @@ pub fn resolve_path(path: &Path) -> PathBuf {
 /// DataFusion's planner plus Kiln's extension nodes; used where plans become
 /// physical (the scheduler, and executors' re-planning).
 #[derive(Debug)]
-struct KilnQueryPlanner;
+pub(crate) struct KilnQueryPlanner;
 
 #[async_trait::async_trait]
 impl datafusion::execution::context::QueryPlanner for KilnQueryPlanner {
@@ -810,4 +852,43 @@ impl datafusion::execution::context::QueryPlanner for KilnQueryPlanner {
         .create_physical_plan(logical_plan, session_state)
         .await
     }
+}
+
+/// The table provider reading a managed table's published snapshot.
+pub(crate) fn managed_table_provider(
+    lake: &Lake,
+    name: &str,
+    entry: &ManagedTable,
+    parquet: datafusion::config::TableParquetOptions,
+) -> Result<Arc<dyn TableProvider>> {
+    let dir = lake.snapshot_dir(name, entry.snapshot);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| DataFusionError::Execution(format!("lake table '{name}': {e}")))?;
+    let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+    let file_fields: Vec<Field> = entry
+        .schema
+        .fields()
+        .iter()
+        .filter(|f| !entry.partition_by.contains(f.name()))
+        .map(|f| f.as_ref().clone())
+        .collect();
+    let partition_cols: Vec<(String, DataType)> = entry
+        .partition_by
+        .iter()
+        .map(|p| {
+            entry
+                .schema
+                .field_with_name(p)
+                .map(|f| (p.clone(), f.data_type().clone()))
+                .map_err(|e| DataFusionError::Execution(format!("lake table '{name}': {e}")))
+        })
+        .collect::<Result<_>>()?;
+    let format = ParquetFormat::default().with_options(parquet);
+    let options = ListingOptions::new(Arc::new(format))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(partition_cols);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(Arc::new(Schema::new(file_fields)));
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }
