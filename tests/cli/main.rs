@@ -1,7 +1,14 @@
 //! Process-level tests of the `kiln` binary: exit codes, scripts, parameters,
 //! the bad-statement corpus, output formats, and atomic writes under SIGKILL.
 
-use std::path::{Path, PathBuf};
+mod cluster;
+#[path = "../../crates/kiln-sql/tests/common.rs"]
+mod common;
+mod deploy;
+#[path = "../support/slt.rs"]
+mod slt;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,12 +32,7 @@ fn kiln_direct() -> Command {
     cmd
 }
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+use common::repo_root;
 
 fn run(cmd: &mut Command) -> (i32, String, String) {
     let Output {
@@ -173,20 +175,30 @@ fn output_formats_and_stdin() {
 }
 
 #[test]
-fn cluster_flag_is_accepted_but_not_yet_available() {
+fn cluster_flag_without_a_scheduler_fails_clearly() {
     let scratch = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there.
     let (code, _, err) = run(kiln()
         .args([
             "sql",
             "--cluster",
-            "df://localhost:50050",
+            "df://127.0.0.1:1",
             "-c",
             "SELECT 1",
             "--lake",
         ])
         .arg(scratch.path()));
     assert_eq!(code, 1);
-    assert!(err.contains("not yet available"), "{err}");
+    assert!(
+        err.contains("cannot reach the Kiln scheduler at http://127.0.0.1:1")
+            && err.contains("kiln scheduler"),
+        "{err}"
+    );
+    let (code, _, err) = run(kiln()
+        .args(["sql", "--cluster", "127.0.0.1", "-c", "SELECT 1", "--lake"])
+        .arg(scratch.path()));
+    assert_eq!(code, 1);
+    assert!(err.contains("expected df://HOST:PORT"), "{err}");
 }
 
 #[test]

@@ -12,110 +12,15 @@ mod serve;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use kiln_sql::parser::{parse_param, substitute_params};
+use clap::Parser;
+use kiln_sql::parser::substitute_params;
 use kiln_sql::{resolve_path, KilnSession, SessionOptions};
 
-use crate::output::{OutputFormat, Printer};
+use kiln_cli::args::{Cli, Command};
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "kiln",
-    version,
-    about = "SQL over a data lake, executed on Ballista"
-)]
-pub struct Cli {
-    #[command(flatten)]
-    global: GlobalArgs,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Args)]
-struct GlobalArgs {
-    /// The lake directory: tables and Kiln's metadata (`_kiln/`).
-    #[arg(
-        long,
-        global = true,
-        env = "KILN_LAKE",
-        default_value = "./lake",
-        value_name = "DIR"
-    )]
-    lake: PathBuf,
-    /// Submit to a Ballista cluster instead of the embedded one.
-    #[arg(long, global = true, value_name = "df://HOST:PORT")]
-    cluster: Option<String>,
-    /// Print only query results (no status lines).
-    #[arg(long, short = 'q', global = true)]
-    quiet: bool,
-    /// The cluster's shared secret (scheduler: required from clients and
-    /// executors; clients and executors: sent to the scheduler).
-    #[arg(
-        long,
-        global = true,
-        env = "KILN_TOKEN",
-        hide_env_values = true,
-        value_name = "TOKEN"
-    )]
-    token: Option<String>,
-    /// A directory external tables may read besides the lake (repeatable).
-    /// Without any, external tables may read anywhere on the embedded
-    /// cluster, and only the lake with --cluster.
-    #[arg(
-        long = "allow-path",
-        global = true,
-        env = "KILN_ALLOWED_PATHS",
-        value_delimiter = ',',
-        value_name = "DIR"
-    )]
-    allow_paths: Vec<PathBuf>,
-}
-
-impl GlobalArgs {
-    /// The token, if set and not empty (`KILN_TOKEN=` means none).
-    fn token(&self) -> Option<String> {
-        self.token.clone().filter(|t| !t.is_empty())
-    }
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run SQL: one-shot with -c or -f, from stdin, or an interactive REPL.
-    Sql {
-        /// SQL to run (statements separated by `;`).
-        #[arg(
-            short = 'c',
-            long = "command",
-            value_name = "SQL",
-            conflicts_with = "file"
-        )]
-        command: Option<String>,
-        /// A file of SQL statements to run.
-        #[arg(short = 'f', long = "file", value_name = "FILE")]
-        file: Option<PathBuf>,
-        /// How query results are printed.
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        format: OutputFormat,
-    },
-    /// Run a SQL script, substituting `${key}` parameters; stops at the first failing statement.
-    Run {
-        /// The script.
-        file: PathBuf,
-        /// A parameter for `${key}` in the script (repeatable).
-        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_param)]
-        params: Vec<(String, String)>,
-        /// How query results are printed.
-        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-        format: OutputFormat,
-    },
-    /// Run a cluster scheduler (clients connect with --cluster df://HOST:PORT).
-    Scheduler(serve::SchedulerArgs),
-    /// Run a cluster executor that takes tasks from a scheduler.
-    Executor(serve::ExecutorArgs),
-}
+use crate::output::Printer;
 
 fn main() -> ExitCode {
     init_logging();
@@ -153,6 +58,7 @@ async fn run(cli: Cli) -> ExitCode {
     options.cluster = cli.global.cluster.clone();
     options.progress = !cli.global.quiet;
     options.token = cli.global.token();
+    options.tls_ca = cli.global.tls_ca.clone();
     options.allowed_paths = cli.global.allow_paths.clone();
     match cli.command {
         Command::Scheduler(args) => serve::scheduler(args, &cli.global).await,

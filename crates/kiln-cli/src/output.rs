@@ -5,18 +5,8 @@ use std::io::Write;
 use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::json::LineDelimitedWriter;
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use kiln_cli::args::OutputFormat;
 use kiln_sql::StatementResult;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// Aligned text table.
-    #[default]
-    Table,
-    /// CSV with a header line.
-    Csv,
-    /// One JSON object per row.
-    Json,
-}
 
 pub struct Printer {
     format: OutputFormat,

@@ -1,77 +1,24 @@
 //! `kiln scheduler` and `kiln executor`: the long-running processes of a
 //! cluster. Both stop gracefully on SIGTERM or Ctrl-C.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Args;
-use kiln_sql::cluster::{self, ExecutorOptions, SchedulerOptions};
+use std::path::PathBuf;
+
+use kiln_sql::cluster::{self, ExecutorOptions, SchedulerOptions, TlsIdentity};
 use kiln_sql::resolve_path;
 use tokio::net::TcpListener;
 
-use crate::{fail, strip_kind, GlobalArgs};
+use kiln_cli::args::{ExecutorArgs, GlobalArgs, SchedulerArgs};
 
-#[derive(Debug, Args)]
-pub struct SchedulerArgs {
-    /// Address to listen on for clients, executors, Flight SQL and `GET /health`.
-    #[arg(long, default_value = "0.0.0.0:50050", value_name = "HOST:PORT")]
-    bind: SocketAddr,
-    /// Also serve Arrow Flight SQL (ADBC / JDBC Flight SQL drivers) on the same port.
-    #[arg(long)]
-    flight_sql: bool,
-    /// Seconds without a poll before an executor is declared lost and its tasks rerun.
-    #[arg(long, default_value_t = 60, value_name = "SECS")]
-    executor_timeout: u64,
-    /// Attempts per task before its job fails.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    task_max_failures: usize,
-    /// TLS certificate (PEM). Not supported yet: terminate TLS in front of the scheduler.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM), with --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub struct ExecutorArgs {
-    /// The scheduler to take tasks from.
-    #[arg(long, value_name = "HOST:PORT")]
-    scheduler: String,
-    /// Address to serve shuffle data (Arrow Flight) and `GET /health` on.
-    #[arg(long, default_value = "0.0.0.0:50051", value_name = "HOST:PORT")]
-    bind: SocketAddr,
-    /// Host name other executors and clients use to reach this one
-    /// [default: the --bind host, or this machine's host name for 0.0.0.0].
-    #[arg(long, value_name = "HOST")]
-    advertise_host: Option<String>,
-    /// Concurrent tasks [default: the number of cores].
-    #[arg(long, value_name = "N")]
-    slots: Option<usize>,
-    /// Directory for shuffle files [default: a temporary directory].
-    #[arg(long, value_name = "DIR")]
-    work_dir: Option<PathBuf>,
-    /// Memory for query operators (e.g. 4GiB); spilling operators spill beyond it.
-    #[arg(long, value_name = "SIZE", value_parser = cluster::parse_byte_size)]
-    memory_limit: Option<usize>,
-    /// Seconds to let running tasks finish on SIGTERM.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    shutdown_grace: u64,
-}
+use crate::{fail, strip_kind};
 
 pub async fn scheduler(args: SchedulerArgs, global: &GlobalArgs) -> ExitCode {
-    if args.tls_cert.is_some() {
-        return fail(
-            "TLS on the scheduler is not supported yet; terminate TLS in a proxy in front \
-             of it (see deploy/README.md) or run on a private network"
-                .to_string(),
-        );
-    }
     let options = SchedulerOptions {
         lake: resolve_path(&global.lake),
         token: global.token(),
+        tls: tls_identity(args.tls_cert, args.tls_key),
         flight_sql: args.flight_sql,
         executor_timeout: Duration::from_secs(args.executor_timeout),
         task_max_failures: args.task_max_failures,
@@ -86,8 +33,9 @@ pub async fn scheduler(args: SchedulerArgs, global: &GlobalArgs) -> ExitCode {
         Err(e) => return fail(strip_kind(&e)),
     };
     println!(
-        "kiln scheduler listening on {}{}{}",
+        "kiln scheduler listening on {}{}{}{}",
         running.address,
+        if options.tls.is_some() { " (TLS)" } else { "" },
         if options.flight_sql {
             " (Flight SQL enabled)"
         } else {
@@ -141,6 +89,8 @@ pub async fn executor(args: ExecutorArgs, global: &GlobalArgs) -> ExitCode {
         work_dir: args.work_dir,
         memory_limit: args.memory_limit,
         token: global.token(),
+        tls: tls_identity(args.tls_cert, args.tls_key),
+        tls_ca: global.tls_ca.clone(),
         target_partitions: None,
     };
     let listener = match TcpListener::bind(args.bind).await {
@@ -153,7 +103,9 @@ pub async fn executor(args: ExecutorArgs, global: &GlobalArgs) -> ExitCode {
     };
     println!(
         "kiln executor {} serving on {} with {slots} slots, scheduler {}",
-        running.id, running.address, options.scheduler_url
+        running.id,
+        running.address,
+        cluster::with_scheme(&options.scheduler_url, options.tls_ca.is_some())
     );
     tokio::select! {
         reason = stop_signal() => {
@@ -166,6 +118,13 @@ pub async fn executor(args: ExecutorArgs, global: &GlobalArgs) -> ExitCode {
             Err(e) => fail(strip_kind(&e)),
         },
     }
+}
+
+fn tls_identity(cert: Option<PathBuf>, key: Option<PathBuf>) -> Option<TlsIdentity> {
+    Some(TlsIdentity {
+        cert: cert?,
+        key: key?,
+    })
 }
 
 async fn stop_signal() -> &'static str {

@@ -20,6 +20,23 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Identifies the shard that starts with this batch by its first row's
+    /// features, for seeding per-shard randomness (sampling order, dropout,
+    /// the held-out split). On Ballista a task only knows its partition's
+    /// position among the partitions it was given, not among all of them, so
+    /// an index would change with the number of executors and slots; the
+    /// data does not.
+    pub fn shard_key(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ self.rows() as u64;
+        for value in self.features.iter().take(self.dims) {
+            for byte in value.to_bits().to_le_bytes() {
+                hash ^= byte as u64;
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        hash
+    }
+
     pub fn rows(&self) -> usize {
         self.features.len().checked_div(self.dims).unwrap_or(0)
     }

@@ -30,6 +30,9 @@ use ballista_core::serde::scheduler::{
 };
 use ballista_core::serde::BallistaCodec;
 use ballista_core::{ConfigProducer, RuntimeProducer, BALLISTA_PROTOCOL_VERSION};
+use ballista_executor::execution_engine::{
+    DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor,
+};
 use ballista_executor::execution_loop::poll_loop;
 use ballista_executor::executor::Executor;
 use ballista_executor::flight_service::BallistaFlightService;
@@ -49,7 +52,11 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 use tonic::service::RoutesBuilder;
 use tonic::transport::Channel;
 
-use crate::session::KilnQueryPlanner;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::config::TableParquetOptions;
+
+use crate::lake::{Lake, ManagedTable, TableEntry};
+use crate::session::{managed_table_provider, KilnQueryPlanner};
 use crate::udf::predict_udfs;
 
 /// The environment variable holding the cluster's shared secret.
@@ -87,6 +94,65 @@ pub fn scheduler_url(cluster: &str) -> Result<String> {
     Ok(format!("http://{address}"))
 }
 
+/// A server's TLS identity: PEM certificate chain and private key.
+#[derive(Debug, Clone)]
+pub struct TlsIdentity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsIdentity {
+    fn server_config(&self) -> Result<tonic::transport::ServerTlsConfig> {
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).map_err(|e| {
+                DataFusionError::Configuration(format!(
+                    "cannot read the TLS {what} {}: {e}",
+                    path.display()
+                ))
+            })
+        };
+        let identity = tonic::transport::Identity::from_pem(
+            read(&self.cert, "certificate (--tls-cert)")?,
+            read(&self.key, "key (--tls-key)")?,
+        );
+        Ok(tonic::transport::ServerTlsConfig::new().identity(identity))
+    }
+}
+
+/// Client-side TLS: connect with `https` and trust the PEM CA certificate
+/// `ca` (for scheduler, executors' results and shuffles).
+pub fn client_tls(config: SessionConfig, ca: &Path) -> Result<SessionConfig> {
+    let tls = client_tls_config(ca)?;
+    Ok(config
+        .with_ballista_use_tls(true)
+        .with_ballista_override_create_grpc_client_endpoint(Arc::new(
+            move |endpoint: tonic::transport::Endpoint| {
+                endpoint
+                    .tls_config(tls.clone())
+                    .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            },
+        )))
+}
+
+fn client_tls_config(ca: &Path) -> Result<tonic::transport::ClientTlsConfig> {
+    let pem = std::fs::read(ca).map_err(|e| {
+        DataFusionError::Configuration(format!(
+            "cannot read the TLS CA certificate {} (--tls-ca): {e}",
+            ca.display()
+        ))
+    })?;
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(pem)))
+}
+
+/// `url` with `https` when `tls`.
+pub fn with_scheme(url: &str, tls: bool) -> String {
+    match (tls, url.strip_prefix("http://")) {
+        (true, Some(rest)) => format!("https://{rest}"),
+        _ => url.to_string(),
+    }
+}
+
 /// The header carrying the cluster's shared secret.
 pub const TOKEN_HEADER: &str = "x-kiln-token";
 
@@ -102,6 +168,8 @@ pub struct SchedulerOptions {
     pub lake: PathBuf,
     /// Clients and executors must present this token.
     pub token: Option<String>,
+    /// Serve TLS with this identity.
+    pub tls: Option<TlsIdentity>,
     /// Serve Arrow Flight SQL on the scheduler port.
     pub flight_sql: bool,
     /// An executor silent for this long is declared lost and its tasks rerun.
@@ -116,6 +184,7 @@ impl SchedulerOptions {
         Self {
             lake: lake.into(),
             token: None,
+            tls: None,
             flight_sql: false,
             executor_timeout: Duration::from_secs(60),
             task_max_failures: 4,
@@ -161,8 +230,14 @@ pub async fn start_scheduler(
     let cluster = BallistaCluster::new_memory(
         address.to_string(),
         Arc::new(move |config: SessionConfig| {
-            kiln_state(config, &lake)
-                .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))
+            let state = kiln_state(config, &lake)?;
+            // Flight SQL clients name lake tables directly; jobs from Kiln
+            // clients carry their scans in the plan and never look here.
+            let lake_schema = LakeSchema::open(&lake, state.table_options().parquet.clone())?;
+            if let Some(catalog) = state.catalog_list().catalog("datafusion") {
+                catalog.register_schema("public", Arc::new(lake_schema))?;
+            }
+            Ok(state)
         }),
         Arc::clone(&config_producer),
     );
@@ -218,11 +293,91 @@ pub async fn start_scheduler(
         .routes()
         .into_axum_router()
         .route("/health", axum::routing::get(|| async { "ok\n" }));
-    serve(listener, router, options.token.clone()).map(|(stop, served)| RunningScheduler {
+    serve(
+        listener,
+        router,
+        options.token.clone(),
+        options.tls.as_ref(),
+    )
+    .map(|(stop, served)| RunningScheduler {
         address,
         stop: Some(stop),
         served,
     })
+}
+
+/// The lake's managed tables as a schema, read from the catalog at each
+/// lookup (so tables published after the session started are visible).
+#[derive(Debug)]
+struct LakeSchema {
+    lake: Lake,
+    parquet: TableParquetOptions,
+    session_tables: MemorySchemaProvider,
+}
+
+impl LakeSchema {
+    fn open(root: &Path, parquet: TableParquetOptions) -> Result<Self> {
+        Ok(Self {
+            lake: Lake::open(root).map_err(|e| DataFusionError::External(Box::new(e)))?,
+            parquet,
+            session_tables: MemorySchemaProvider::new(),
+        })
+    }
+
+    fn managed(&self) -> Vec<(String, ManagedTable)> {
+        self.lake
+            .catalog()
+            .map(|c| {
+                c.tables
+                    .into_iter()
+                    .filter_map(|(name, entry)| match entry {
+                        TableEntry::Managed(m) => Some((name, m)),
+                        TableEntry::External(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for LakeSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.managed().into_iter().map(|(n, _)| n).collect();
+        names.extend(self.session_tables.table_names());
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(table) = self.session_tables.table(name).await? {
+            return Ok(Some(table));
+        }
+        match self.managed().into_iter().find(|(n, _)| n == name) {
+            Some((name, entry)) => Ok(Some(managed_table_provider(
+                &self.lake,
+                &name,
+                &entry,
+                self.parquet.clone(),
+            )?)),
+            None => Ok(None),
+        }
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        self.session_tables.register_table(name, table)
+    }
+
+    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        self.session_tables.deregister_table(name)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.session_tables.table_exist(name) || self.managed().iter().any(|(n, _)| n == name)
+    }
 }
 
 /// Serves `router` on `listener`, requiring `token` on everything but `/health`.
@@ -230,6 +385,7 @@ fn serve(
     listener: TcpListener,
     router: axum::Router,
     token: Option<String>,
+    tls: Option<&TlsIdentity>,
 ) -> Result<(
     oneshot::Sender<()>,
     tokio::task::JoinHandle<std::io::Result<()>>,
@@ -247,13 +403,32 @@ fn serve(
         None => router,
     };
     let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
+    let stopped = async move {
+        let _ = stopped.await;
+    };
+    let served = match tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+        Some(identity) => {
+            let mut server = tonic::transport::Server::builder()
+                .tls_config(identity.server_config()?)
+                .map_err(|e| DataFusionError::Configuration(format!("TLS setup: {e}")))?
+                .accept_http1(true);
+            let routes = server.add_routes(tonic::service::Routes::from(router));
+            tokio::spawn(async move {
+                routes
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        stopped,
+                    )
+                    .await
+                    .map_err(std::io::Error::other)
             })
-            .await
-    });
+        }
+    };
     Ok((stop, served))
 }
 
@@ -301,6 +476,11 @@ pub struct ExecutorOptions {
     /// Memory pool per task runtime, in bytes.
     pub memory_limit: Option<usize>,
     pub token: Option<String>,
+    /// Serve shuffle data over TLS with this identity.
+    pub tls: Option<TlsIdentity>,
+    /// Trust this CA when connecting to the scheduler and other executors
+    /// (and use `https`).
+    pub tls_ca: Option<PathBuf>,
     pub target_partitions: Option<usize>,
 }
 
@@ -358,6 +538,81 @@ impl RunningExecutor {
     }
 }
 
+/// Ballista's stage execution, minus per-operator metrics in task reports.
+///
+/// The scheduler restricts each task's plan to its partitions; when a task
+/// gets a slice in which one side of a `UNION ALL` has no partitions, its plan
+/// has a different number of operators than the stage's, the scheduler
+/// rejects the task's metrics ("task metrics array size ... does not equal
+/// the stage metrics array size"), drops its status update and the job never
+/// finishes (`SELECT ... FROM t UNION ALL SELECT 1` hangs on executors with
+/// one slot). Reports without operator metrics are accepted as they are.
+struct StageEngine(DefaultExecutionEngine);
+
+impl ExecutionEngine for StageEngine {
+    fn create_query_stage_exec(
+        &self,
+        job_id: ballista_core::JobId,
+        stage_id: usize,
+        task_id: usize,
+        global_output_partition_ids: Vec<usize>,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        work_dir: &str,
+        config: &SessionConfig,
+    ) -> Result<Arc<dyn QueryStageExecutor>> {
+        let inner = self.0.create_query_stage_exec(
+            job_id,
+            stage_id,
+            task_id,
+            global_output_partition_ids,
+            plan,
+            work_dir,
+            config,
+        )?;
+        Ok(Arc::new(WithoutOperatorMetrics(inner)))
+    }
+}
+
+#[derive(Debug)]
+struct WithoutOperatorMetrics(Arc<dyn QueryStageExecutor>);
+
+impl std::fmt::Display for WithoutOperatorMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryStageExecutor for WithoutOperatorMetrics {
+    async fn execute_query_stage(
+        &self,
+        task_id: usize,
+        context: Arc<datafusion::execution::TaskContext>,
+    ) -> Result<Vec<ballista_core::serde::protobuf::ShuffleWritePartition>> {
+        self.0.execute_query_stage(task_id, context).await
+    }
+
+    fn collect_plan_metrics(&self) -> Vec<datafusion::physical_plan::metrics::MetricsSet> {
+        vec![]
+    }
+
+    fn collect_runtime_stats_reports(
+        &self,
+    ) -> Vec<ballista_core::serde::protobuf::RuntimeStatsReport> {
+        self.0.collect_runtime_stats_reports()
+    }
+
+    fn collect_window_state_reports(
+        &self,
+    ) -> Result<Vec<ballista_core::serde::protobuf::WindowStateReport>> {
+        self.0.collect_window_state_reports()
+    }
+
+    fn collect_column_stats(&self) -> Vec<ballista_core::serde::protobuf::TaskColumnStats> {
+        self.0.collect_column_stats()
+    }
+}
+
 /// Adds the token (if any) to every call an executor makes to its scheduler.
 #[derive(Clone)]
 pub struct TokenInterceptor(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
@@ -396,8 +651,12 @@ pub async fn start_executor(
     options: &ExecutorOptions,
     poll_now: Option<Arc<Notify>>,
 ) -> Result<RunningExecutor> {
-    let config = crate::kiln_session_config(options.target_partitions);
+    let mut config = crate::kiln_session_config(options.target_partitions);
+    if let Some(ca) = &options.tls_ca {
+        config = client_tls(config, ca)?;
+    }
     let state = kiln_state(config.clone(), &options.lake)?;
+    let scheduler_url = with_scheme(&options.scheduler_url, options.tls_ca.is_some());
     let logical = config.ballista_logical_extension_codec();
     let physical = config.ballista_physical_extension_codec();
     // Task definitions carry their plan, constants included (a folded
@@ -405,12 +664,12 @@ pub async fn start_executor(
     // as the scheduler may send, or its polls fail and the job never ends.
     let max_message = config.ballista_grpc_client_max_message_size();
     let scheduler = SchedulerGrpcClient::with_interceptor(
-        connect(&options.scheduler_url).await?,
+        connect(&scheduler_url, options.tls_ca.as_deref()).await?,
         TokenInterceptor::new(options.token.as_deref())?,
     )
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(max_message);
-    check_access(scheduler.clone(), &options.scheduler_url).await?;
+    check_access(scheduler.clone(), &scheduler_url).await?;
 
     let (work_dir, temp_dir) = match &options.work_dir {
         Some(dir) => {
@@ -451,7 +710,7 @@ pub async fn start_executor(
         None => Arc::new(RuntimeEnv::default()),
     };
     let executor_config = config.upgrade_for_ballista();
-    let executor = Arc::new(Executor::with_default_execution_engine(
+    let executor = Arc::new(Executor::new(
         registration,
         &work_dir,
         Arc::new(move |_: &SessionConfig| Ok(Arc::clone(&runtime))) as RuntimeProducer,
@@ -459,6 +718,7 @@ pub async fn start_executor(
         Arc::new((&state).into()),
         Arc::new(LoggingMetricsCollector::default()),
         options.slots,
+        Arc::new(StageEngine(DefaultExecutionEngine::new())),
     ));
 
     let health = ExecutorHealth::default();
@@ -485,7 +745,7 @@ pub async fn start_executor(
             }
         }),
     );
-    let (stop_flight, _) = serve(listener, router, None)?;
+    let (stop_flight, _) = serve(listener, router, None, options.tls.as_ref())?;
 
     let free_slots = Arc::new(Semaphore::new(options.slots.max(1)));
     let polling = tokio::spawn(poll_loop(
@@ -508,6 +768,37 @@ pub async fn start_executor(
     })
 }
 
+/// Connects to the scheduler at `url` once and checks that it accepts
+/// `token`: a client learns at connect time, not at its first job, that the
+/// address or the token is wrong.
+pub async fn probe_scheduler(url: &str, token: Option<&str>, tls_ca: Option<&Path>) -> Result<()> {
+    let endpoint = endpoint(url, tls_ca)?.connect_timeout(Duration::from_secs(10));
+    let channel = endpoint.connect().await.map_err(|e| {
+        let cause = transport_cause(&e);
+        let hint = if cause.contains("certificate") {
+            "check --tls-ca: it must be the CA that signed the scheduler's certificate, \
+             issued for this host name"
+        } else {
+            "is `kiln scheduler` running there?"
+        };
+        DataFusionError::Configuration(format!(
+            "cannot reach the Kiln scheduler at {url}: {cause}; {hint}"
+        ))
+    })?;
+    let scheduler = SchedulerGrpcClient::with_interceptor(channel, TokenInterceptor::new(token)?);
+    check_access(scheduler, url).await
+}
+
+fn transport_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        cause = inner.to_string();
+        source = inner.source();
+    }
+    cause
+}
+
 /// Fails fast with a clear error when the scheduler refuses this process's
 /// token (Ballista's poll loop would retry a refused poll forever).
 async fn check_access(
@@ -522,7 +813,25 @@ async fn check_access(
     match scheduler.get_job_status(probe).await {
         Err(status) if status.code() == tonic::Code::Unauthenticated => {
             Err(DataFusionError::Configuration(format!(
-                "the scheduler at {url} refused this executor: {}",
+                "the Kiln scheduler at {url} refused the connection: {}",
+                status.message()
+            )))
+        }
+        // A scheduler answers Ok (or Internal for a job it cannot read); any
+        // other failure, or an HTTP/2 protocol error, means the conversation
+        // itself failed (e.g. plain text against a TLS port).
+        Err(status)
+            if status.code() != tonic::Code::Internal
+                || status.message().contains("h2 protocol error") =>
+        {
+            let hint = if url.starts_with("https://") {
+                "check that the scheduler serves TLS with a certificate signed by --tls-ca \
+                 and issued for this host name"
+            } else {
+                "if the scheduler serves TLS, pass --tls-ca (KILN_TLS_CA)"
+            };
+            Err(DataFusionError::Configuration(format!(
+                "cannot talk to the Kiln scheduler at {url} ({}); {hint}",
                 status.message()
             )))
         }
@@ -530,10 +839,20 @@ async fn check_access(
     }
 }
 
-async fn connect(url: &str) -> Result<Channel> {
+fn endpoint(url: &str, tls_ca: Option<&Path>) -> Result<tonic::transport::Endpoint> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| {
         DataFusionError::Configuration(format!("invalid scheduler address {url}: {e}"))
     })?;
+    match tls_ca {
+        Some(ca) => endpoint
+            .tls_config(client_tls_config(ca)?)
+            .map_err(|e| DataFusionError::Configuration(format!("TLS setup for {url}: {e}"))),
+        None => Ok(endpoint),
+    }
+}
+
+async fn connect(url: &str, tls_ca: Option<&Path>) -> Result<Channel> {
+    let endpoint = endpoint(url, tls_ca)?;
     let mut last_error = None;
     for _ in 0..150 {
         match endpoint.connect().await {

@@ -162,10 +162,30 @@ pub async fn explain(
     if let Some(simple) = simplify_job_error(&message) {
         return DataFusionError::Execution(simple);
     }
+    if lost_connection(&message) {
+        return DataFusionError::Execution(format!(
+            "lost the connection to the Kiln scheduler while the statement ran; nothing was \
+             published, re-run the statement once the scheduler is back ({})",
+            message.trim()
+        ));
+    }
     match grpc_status(&message) {
         Some(simple) => DataFusionError::Execution(simple),
         None => err,
     }
+}
+
+fn lost_connection(message: &str) -> bool {
+    [
+        "BrokenPipe",
+        "Connection refused",
+        "ConnectionReset",
+        "connection reset",
+        "error reading a body from connection",
+        "tcp connect error",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// Ballista passes the scheduler's gRPC refusals on in their Debug form,

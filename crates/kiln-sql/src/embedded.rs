@@ -85,6 +85,8 @@ pub async fn start(
         work_dir: None,
         memory_limit: None,
         token: None,
+        tls: None,
+        tls_ca: None,
         target_partitions,
     };
     let executor = cluster::start_executor(

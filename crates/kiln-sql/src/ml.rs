@@ -1087,7 +1087,8 @@ impl KilnSession {
             .collect()
             .await?;
         // Partitions finish in any order (on a cluster, on any executor):
-        // combine them in partition order so the same data gives the same model.
+        // combine them in shard-key order (ties by content) so the same data
+        // gives the same model however the tasks were spread.
         let mut out = vec![];
         for batch in &batches {
             let partitions = batch.column(0).as_primitive::<UInt64Type>();
@@ -1098,7 +1099,7 @@ impl KilnSession {
                 }
             }
         }
-        out.sort_by_key(|(partition, _)| *partition);
+        out.sort();
         out.into_iter()
             .map(|(_, bytes)| {
                 serde_json::from_slice(bytes)

@@ -29,7 +29,8 @@ use crate::features::{to_batch, LabelKind};
 use crate::logical::{RoundMode, RoundSpec, TrainRoundNode, ROUND_OUTPUT_SCHEMA};
 
 /// Runs one training round on every partition of its input and emits one row
-/// per partition: `(partition, update)` with the update as JSON bytes.
+/// per partition: `(shard, update)`, the shard key of its rows and the update
+/// as JSON bytes.
 /// Dropping the stream stops the round and frees the local model copy.
 #[derive(Debug)]
 pub struct TrainExec {
@@ -109,11 +110,16 @@ impl ExecutionPlan for TrainExec {
         let input = self.input.execute(partition, context)?;
         let spec = Arc::clone(&self.spec);
         let future = async move {
-            let update = run_round(&spec, partition as u64, input).await?;
+            let (shard, update) = run_round(&spec, input).await?;
+            log::debug!(
+                "TrainExec round {} partition {partition}: shard {shard:016x}, {} update bytes",
+                spec.round,
+                update.len()
+            );
             RecordBatch::try_new(
                 Arc::clone(&ROUND_OUTPUT_SCHEMA),
                 vec![
-                    Arc::new(UInt64Array::from(vec![partition as u64])),
+                    Arc::new(UInt64Array::from(vec![shard])),
                     Arc::new(BinaryArray::from_vec(vec![update.as_slice()])),
                 ],
             )
@@ -140,11 +146,12 @@ fn label_kind(spec: &RoundSpec) -> Option<LabelKind> {
     })
 }
 
+/// Runs one round over a partition's rows; returns the partition's shard key
+/// ([`kiln_ml::data::Batch::shard_key`] of its first batch) and its update.
 async fn run_round(
     spec: &RoundSpec,
-    partition: u64,
     mut input: SendableRecordBatchStream,
-) -> Result<Vec<u8>> {
+) -> Result<(u64, Vec<u8>)> {
     let backend = CpuBackend::default();
     let model = spec.model_with_params();
     let kind = label_kind(spec);
@@ -162,32 +169,49 @@ async fn run_round(
         )
     };
     let ml_error = |e: kiln_ml::MlError| DataFusionError::Execution(e.to_string());
+    let mut shard = None;
     match spec.mode {
         RoundMode::NormalEquations => {
             let mut stats = NormalStats::new(model.dims);
             let mut offset = 0u64;
             while let Some(batch) = input.next().await {
                 let batch = convert(&batch?)?;
+                let key = *shard.get_or_insert_with(|| first_shard_key(&batch));
                 let start = offset;
                 offset += batch.rows() as u64;
-                let (train, _) = split_held_out(&spec.options, partition, start, batch);
+                let (train, _) = split_held_out(&spec.options, key, start, batch);
                 stats.add(&train).map_err(ml_error)?;
             }
-            to_json(&stats)
+            Ok((shard.unwrap_or_default(), to_json(&stats)?))
         }
         RoundMode::Train | RoundMode::Validate => {
-            let mut trainer = RoundTrainer::new(&model, &spec.options, spec.round, partition);
+            let mut trainer = None;
             while let Some(batch) = input.next().await {
                 let batch = convert(&batch?)?;
+                let trainer = trainer.get_or_insert_with(|| {
+                    let key = *shard.get_or_insert_with(|| first_shard_key(&batch));
+                    RoundTrainer::new(&model, &spec.options, spec.round, key)
+                });
                 match spec.mode {
                     RoundMode::Validate => trainer.score_held_out(&backend, batch),
                     _ => trainer.feed(&backend, batch),
                 }
                 .map_err(ml_error)?;
             }
-            to_json(&trainer.finish())
+            let trainer =
+                trainer.unwrap_or_else(|| RoundTrainer::new(&model, &spec.options, spec.round, 0));
+            Ok((shard.unwrap_or_default(), to_json(&trainer.finish())?))
         }
     }
+}
+
+fn first_shard_key(batch: &kiln_ml::data::Batch) -> u64 {
+    log::debug!(
+        "first batch: {} rows, first row {:?}",
+        batch.rows(),
+        &batch.features[..batch.dims.min(batch.features.len())]
+    );
+    batch.shard_key()
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {

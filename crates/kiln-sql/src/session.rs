@@ -46,6 +46,8 @@ pub struct SessionOptions {
     pub progress: bool,
     /// The cluster's shared secret (sent to the scheduler with every job).
     pub token: Option<String>,
+    /// Connect to the cluster over TLS, trusting this PEM CA certificate.
+    pub tls_ca: Option<PathBuf>,
     /// Directories `CREATE EXTERNAL TABLE` may read besides the lake. Empty
     /// means unrestricted on the embedded cluster and "the lake only" on a
     /// remote one.
@@ -60,6 +62,7 @@ impl SessionOptions {
             target_partitions: None,
             progress: true,
             token: None,
+            tls_ca: None,
             allowed_paths: vec![],
         }
     }
@@ -172,9 +175,20 @@ impl KilnSession {
                 token.clone(),
             )]));
         }
+        if let (Some(ca), Some(_)) = (&options.tls_ca, &options.cluster) {
+            config = cluster::client_tls(config, ca)?;
+        }
         let state = cluster::kiln_state(config, lake.root())?;
         let (scheduler_url, embedded) = match &options.cluster {
-            Some(address) => (cluster::scheduler_url(address)?, None),
+            Some(address) => {
+                let url = cluster::with_scheme(
+                    &cluster::scheduler_url(address)?,
+                    options.tls_ca.is_some(),
+                );
+                cluster::probe_scheduler(&url, options.token.as_deref(), options.tls_ca.as_deref())
+                    .await?;
+                (url, None)
+            }
             None => {
                 let vcores = state.config().target_partitions();
                 let embedded =
@@ -440,10 +454,9 @@ impl KilnSession {
             candidate.starts_with(&root)
         };
         let lake_root = resolve_path(self.lake.root());
-        if !location.contains("://") || location.starts_with("file://") {
-            if inside(&lake_root) || allowed.iter().any(|root| inside(root)) {
-                return Ok(());
-            }
+        let local = !location.contains("://") || location.starts_with("file://");
+        if local && (inside(&lake_root) || allowed.iter().any(|root| inside(root))) {
+            return Ok(());
         }
         let roots: Vec<String> = std::iter::once(&lake_root)
             .chain(allowed)

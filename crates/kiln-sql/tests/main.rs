@@ -2,7 +2,9 @@
 //! (`sql/slt`), TPC-H SF0.01, and lake behaviour across sessions.
 
 mod common;
+mod conformance;
 mod lake;
 mod ml;
+#[path = "../../../tests/support/slt.rs"]
 mod slt;
 mod tpch;
