@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -689,4 +689,31 @@ fn a_cluster_serving_tls_runs_shuffles_and_training_and_refuses_plain_clients() 
         let error = KilnSession::open(wrong_ca).await.err().expect("refused").to_string();
         assert!(error.contains("certificate"), "{error}");
     });
+}
+
+#[test]
+fn sigterm_stops_the_scheduler_and_executors_gracefully() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cluster = TestCluster::start(scratch.path(), 1, 30);
+    let stop = |child: &mut Child, what: &str| {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert_eq!(status.code(), Some(0), "{what} exit status");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not stop within 30 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    stop(&mut cluster.executors[0].child, "executor");
+    stop(&mut cluster.scheduler, "scheduler");
 }
