@@ -1,6 +1,6 @@
 //! The device-neutral kernel interface. All matrices are row-major `f32`.
 
-use crate::Result;
+use crate::{Conv2d, Pool2d, Result};
 
 /// `C = alpha · op(A) · op(B) + beta · C`, with `op(A)` of shape `m × k` and
 /// `op(B)` of shape `k × n` (BLAS convention, row-major storage). With
@@ -194,6 +194,49 @@ pub trait Backend: Send + Sync {
 
     /// Mean squared error `mean((pred - target)²)` and its gradient.
     fn mean_squared_error(&self, pred: &[f32], target: &[f32], grad: &mut [f32]) -> Result<f32>;
+
+    /// `output = act(conv2d(input, weights) + bias)`; see [`Conv2d`] for layouts.
+    fn conv2d_forward(
+        &self,
+        shape: Conv2d,
+        act: Activation,
+        input: &[f32],
+        weights: &[f32],
+        bias: &[f32],
+        output: &mut [f32],
+    ) -> Result<()>;
+
+    /// Gradients of a convolution given `d loss / d (pre-activation output)`:
+    /// weights and bias always (overwritten), the input when `grad_input` is given.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_backward(
+        &self,
+        shape: Conv2d,
+        input: &[f32],
+        weights: &[f32],
+        grad_output: &[f32],
+        grad_input: Option<&mut [f32]>,
+        grad_weights: &mut [f32],
+        grad_bias: &mut [f32],
+    ) -> Result<()>;
+
+    /// Max pooling; `argmax` receives each maximum's index within its input plane.
+    fn max_pool2d_forward(
+        &self,
+        shape: Pool2d,
+        input: &[f32],
+        output: &mut [f32],
+        argmax: &mut [u32],
+    ) -> Result<()>;
+
+    /// Routes each output gradient to its maximum's position (`grad_input` is overwritten).
+    fn max_pool2d_backward(
+        &self,
+        shape: Pool2d,
+        grad_output: &[f32],
+        argmax: &[u32],
+        grad_input: &mut [f32],
+    ) -> Result<()>;
 
     /// One fused optimizer step over all parameters.
     fn optimizer_step(

@@ -7,7 +7,11 @@ use rayon::prelude::*;
 
 use crate::backend::sigmoid;
 use crate::error::expect_len;
-use crate::{Activation, Backend, Gemm, KernelError, Optimizer, OptimizerState, Result};
+use crate::{
+    Activation, Backend, Conv2d, Gemm, KernelError, Optimizer, OptimizerState, Pool2d, Result,
+};
+
+mod conv;
 
 /// Below this many elements, elementwise kernels stay on one thread.
 const PARALLEL_THRESHOLD: usize = 1 << 15;
@@ -309,6 +313,59 @@ impl Backend for CpuBackend {
                 .sum()
         };
         Ok((total / pred.len() as f64) as f32)
+    }
+
+    fn conv2d_forward(
+        &self,
+        shape: Conv2d,
+        act: Activation,
+        input: &[f32],
+        weights: &[f32],
+        bias: &[f32],
+        output: &mut [f32],
+    ) -> Result<()> {
+        conv::forward(shape, act, input, weights, bias, output)
+    }
+
+    fn conv2d_backward(
+        &self,
+        shape: Conv2d,
+        input: &[f32],
+        weights: &[f32],
+        grad_output: &[f32],
+        grad_input: Option<&mut [f32]>,
+        grad_weights: &mut [f32],
+        grad_bias: &mut [f32],
+    ) -> Result<()> {
+        conv::backward(
+            shape,
+            input,
+            weights,
+            grad_output,
+            grad_input,
+            grad_weights,
+            grad_bias,
+        )
+    }
+
+    fn max_pool2d_forward(
+        &self,
+        shape: Pool2d,
+        input: &[f32],
+        output: &mut [f32],
+        argmax: &mut [u32],
+    ) -> Result<()> {
+        conv::max_pool_forward(shape, input, output, argmax)
+    }
+
+    fn max_pool2d_backward(
+        &self,
+        shape: Pool2d,
+        grad_output: &[f32],
+        argmax: &[u32],
+        grad_input: &mut [f32],
+    ) -> Result<()> {
+        conv::max_pool_backward(shape, grad_output, argmax, grad_input)
     }
 
     fn optimizer_step(

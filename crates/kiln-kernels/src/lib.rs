@@ -1,8 +1,9 @@
 //! Kiln's tensor kernels behind one device-neutral interface.
 //!
 //! [`Backend`] is the contract every device implements: GEMM with transposes
-//! (the shapes backpropagation needs), fused bias + activation, losses with
-//! their gradients, reductions, and optimizer steps as single fused passes.
+//! (the shapes backpropagation needs), fused bias + activation, 2-D
+//! convolution and max pooling with their gradients, losses with their
+//! gradients, reductions, and optimizer steps as single fused passes.
 //! [`cpu::CpuBackend`] implements it with rayon and the `gemm` crate and is
 //! the reference every other backend is tested against; the CUDA backend
 //! (cudarc, kernels from the top-level `kernels/` folder) arrives next.
@@ -22,8 +23,10 @@
 //! ```
 
 mod backend;
+mod conv;
 pub mod cpu;
 mod error;
 
 pub use backend::{Activation, Backend, Gemm, Optimizer, OptimizerState};
+pub use conv::{Conv2d, Pool2d};
 pub use error::{KernelError, Result};

@@ -306,3 +306,216 @@ fn adam_parallel_path_matches_the_serial_rule() {
         assert!((w[i] - expected).abs() < 1e-5, "adam[{i}]");
     }
 }
+
+fn naive_conv(s: &Conv2d, input: &[f32], weights: &[f32], bias: &[f32]) -> Vec<f32> {
+    let (oh, ow) = (s.out_height(), s.out_width());
+    let mut out = vec![0.0; s.output_len()];
+    for n in 0..s.batch {
+        for o in 0..s.out_channels {
+            for y in 0..oh {
+                for x in 0..ow {
+                    let mut acc = bias[o] as f64;
+                    for c in 0..s.in_channels {
+                        for ky in 0..s.kernel {
+                            for kx in 0..s.kernel {
+                                let iy = (y * s.stride + ky) as isize - s.padding as isize;
+                                let ix = (x * s.stride + kx) as isize - s.padding as isize;
+                                if iy < 0
+                                    || ix < 0
+                                    || iy as usize >= s.height
+                                    || ix as usize >= s.width
+                                {
+                                    continue;
+                                }
+                                let i = ((n * s.in_channels + c) * s.height + iy as usize)
+                                    * s.width
+                                    + ix as usize;
+                                let w = ((o * s.in_channels + c) * s.kernel + ky) * s.kernel + kx;
+                                acc += input[i] as f64 * weights[w] as f64;
+                            }
+                        }
+                    }
+                    out[((n * s.out_channels + o) * oh + y) * ow + x] = acc as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn conv_shapes() -> Vec<Conv2d> {
+    vec![
+        Conv2d {
+            batch: 2,
+            in_channels: 3,
+            height: 7,
+            width: 5,
+            out_channels: 4,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        },
+        Conv2d {
+            batch: 3,
+            in_channels: 1,
+            height: 9,
+            width: 8,
+            out_channels: 2,
+            kernel: 3,
+            stride: 2,
+            padding: 0,
+        },
+        Conv2d {
+            batch: 1,
+            in_channels: 2,
+            height: 6,
+            width: 6,
+            out_channels: 3,
+            kernel: 5,
+            stride: 1,
+            padding: 2,
+        },
+        Conv2d {
+            batch: 2,
+            in_channels: 2,
+            height: 4,
+            width: 4,
+            out_channels: 1,
+            kernel: 1,
+            stride: 1,
+            padding: 0,
+        },
+    ]
+}
+
+#[test]
+fn conv2d_forward_matches_direct_convolution() {
+    let cpu = CpuBackend::default();
+    for (i, s) in conv_shapes().into_iter().enumerate() {
+        let input = values(s.input_len(), 10 + i as u64);
+        let weights = values(s.weight_len(), 20 + i as u64);
+        let bias = values(s.out_channels, 30 + i as u64);
+        let expected = naive_conv(&s, &input, &weights, &bias);
+        let mut out = vec![0.0; s.output_len()];
+        cpu.conv2d_forward(s, Activation::Identity, &input, &weights, &bias, &mut out)
+            .unwrap();
+        for (a, b) in out.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-4, "{s:?}: {a} vs {b}");
+        }
+        let mut relu = vec![0.0; s.output_len()];
+        cpu.conv2d_forward(s, Activation::Relu, &input, &weights, &bias, &mut relu)
+            .unwrap();
+        for (a, b) in relu.iter().zip(&expected) {
+            assert!((a - b.max(0.0)).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn conv2d_gradients_match_finite_differences() {
+    let cpu = CpuBackend::default();
+    for (i, s) in conv_shapes().into_iter().enumerate() {
+        let input = values(s.input_len(), 40 + i as u64);
+        let weights = values(s.weight_len(), 50 + i as u64);
+        let bias = values(s.out_channels, 60 + i as u64);
+        // loss = sum(out ⊙ r): d loss / d out = r.
+        let r = values(s.output_len(), 70 + i as u64);
+        let loss = |input: &[f32], weights: &[f32], bias: &[f32]| -> f64 {
+            let mut out = vec![0.0; s.output_len()];
+            cpu.conv2d_forward(s, Activation::Identity, input, weights, bias, &mut out)
+                .unwrap();
+            out.iter().zip(&r).map(|(o, r)| *o as f64 * *r as f64).sum()
+        };
+        let (mut gi, mut gw, mut gb) = (
+            vec![0.0; s.input_len()],
+            vec![0.0; s.weight_len()],
+            vec![0.0; s.out_channels],
+        );
+        cpu.conv2d_backward(s, &input, &weights, &r, Some(&mut gi), &mut gw, &mut gb)
+            .unwrap();
+        let h = 1e-2f32;
+        let check = |analytic: &[f32], which: usize| {
+            for j in (0..analytic.len()).step_by(analytic.len().div_ceil(12).max(1)) {
+                let (mut x, mut w, mut b) = (input.clone(), weights.clone(), bias.clone());
+                let target = match which {
+                    0 => &mut x[j],
+                    1 => &mut w[j],
+                    _ => &mut b[j],
+                };
+                *target += h;
+                let up = loss(&x, &w, &b);
+                let target = match which {
+                    0 => &mut x[j],
+                    1 => &mut w[j],
+                    _ => &mut b[j],
+                };
+                *target -= 2.0 * h;
+                let down = loss(&x, &w, &b);
+                let numeric = (up - down) / (2.0 * h as f64);
+                assert!(
+                    (numeric - analytic[j] as f64).abs() < 1e-2 * (1.0 + numeric.abs()),
+                    "{s:?} tensor {which} element {j}: numeric {numeric} vs analytic {}",
+                    analytic[j]
+                );
+            }
+        };
+        check(&gi, 0);
+        check(&gw, 1);
+        check(&gb, 2);
+    }
+}
+
+#[test]
+fn max_pool_picks_maxima_and_routes_gradients_to_them() {
+    let cpu = CpuBackend::default();
+    let s = Pool2d {
+        batch: 2,
+        channels: 3,
+        height: 5,
+        width: 4,
+        size: 2,
+    };
+    let input = values(s.input_len(), 80);
+    let mut out = vec![0.0; s.output_len()];
+    let mut arg = vec![0u32; s.output_len()];
+    cpu.max_pool2d_forward(s, &input, &mut out, &mut arg)
+        .unwrap();
+    let (oh, ow) = (s.out_height(), s.out_width());
+    assert_eq!((oh, ow), (2, 2));
+    for plane in 0..s.batch * s.channels {
+        for y in 0..oh {
+            for x in 0..ow {
+                let mut best = f32::NEG_INFINITY;
+                for dy in 0..2 {
+                    for dx in 0..2 {
+                        best = best.max(input[plane * 20 + (2 * y + dy) * 4 + 2 * x + dx]);
+                    }
+                }
+                assert_eq!(out[plane * 4 + y * ow + x], best);
+            }
+        }
+    }
+    // Gradient: d/dx sum(pool(x) ⊙ r), by finite differences (values are distinct).
+    let r = values(s.output_len(), 81);
+    let mut grad = vec![0.0; s.input_len()];
+    cpu.max_pool2d_backward(s, &r, &arg, &mut grad).unwrap();
+    let loss = |x: &[f32]| -> f64 {
+        let mut o = vec![0.0; s.output_len()];
+        let mut a = vec![0u32; s.output_len()];
+        cpu.max_pool2d_forward(s, x, &mut o, &mut a).unwrap();
+        o.iter().zip(&r).map(|(o, r)| *o as f64 * *r as f64).sum()
+    };
+    for j in 0..s.input_len() {
+        let h = 1e-4f32;
+        let mut up = input.clone();
+        up[j] += h;
+        let mut down = input.clone();
+        down[j] -= h;
+        let numeric = (loss(&up) - loss(&down)) / (2.0 * h as f64);
+        assert!(
+            (numeric - grad[j] as f64).abs() < 1e-2,
+            "element {j}: {numeric} vs {}",
+            grad[j]
+        );
+    }
+}
