@@ -4,7 +4,7 @@ use kiln_kernels::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, Targets};
-use crate::network::Network;
+use crate::network::{ConvFront, Network};
 use crate::options::{ModelType, TaskChoice, TrainOptions};
 use crate::{MlError, Result};
 
@@ -58,8 +58,8 @@ impl Model {
         let task = match (model_type, classes) {
             (ModelType::Kmeans, _) => Task::Clustering { k: options.k },
             (ModelType::LinearRegression, _) => Task::Regression,
-            (ModelType::Mlp, _) if options.task == Some(TaskChoice::Regression) => Task::Regression,
-            (ModelType::Mlp, None) if options.task != Some(TaskChoice::Classification) => Task::Regression,
+            (ModelType::Mlp | ModelType::Cnn, _) if options.task == Some(TaskChoice::Regression) => Task::Regression,
+            (ModelType::Mlp | ModelType::Cnn, None) if options.task != Some(TaskChoice::Classification) => Task::Regression,
             (_, Some(n)) if n < 2 => {
                 return Err(MlError::InvalidData(format!(
                     "the label has {n} class; classification needs at least two"
@@ -71,8 +71,8 @@ impl Model {
                     "logistic_regression is binary but the label has {n} classes; use softmax_regression"
                 )))
             }
-            (ModelType::Mlp, Some(2)) => Task::BinaryClassification,
-            (ModelType::SoftmaxRegression | ModelType::Mlp, Some(n)) => Task::MulticlassClassification { classes: n },
+            (ModelType::Mlp | ModelType::Cnn, Some(2)) => Task::BinaryClassification,
+            (ModelType::SoftmaxRegression | ModelType::Mlp | ModelType::Cnn, Some(n)) => Task::MulticlassClassification { classes: n },
             (_, None) => {
                 return Err(MlError::InvalidData(format!(
                     "{model_type} needs a class label (integer, boolean or string)"
@@ -88,6 +88,13 @@ impl Model {
             ModelType::Kmeans => None,
             ModelType::Mlp => Some(Network::new(
                 dims,
+                &options.hidden_units,
+                outputs,
+                options.activation,
+                options.seed,
+            )),
+            ModelType::Cnn => Some(Network::with_conv_front(
+                conv_front(dims, options)?,
                 &options.hidden_units,
                 outputs,
                 options.activation,
@@ -220,6 +227,40 @@ impl Model {
             Task::Clustering { .. } => unreachable!("handled above"),
         })
     }
+}
+
+/// The convolutional front `options` describe, checked against the feature width.
+fn conv_front(dims: usize, options: &TrainOptions) -> Result<ConvFront> {
+    let input = options.input_shape.ok_or_else(|| {
+        MlError::InvalidData(format!(
+            "cnn needs input_shape = [channels, height, width] (the rows have {dims} feature values, \
+             e.g. input_shape = [1, {side}, {side}] for square grey images)",
+            side = (dims as f64).sqrt().round() as usize
+        ))
+    })?;
+    let front = ConvFront {
+        input,
+        stages: options.conv_layers.clone(),
+        pool: options.pool,
+        activation: options.activation,
+    };
+    if front.input_len() != dims {
+        return Err(MlError::InvalidData(format!(
+            "input_shape {:?} holds {} values but the feature columns give {dims} per row",
+            input,
+            front.input_len()
+        )));
+    }
+    if front.output_len() == 0 {
+        return Err(MlError::InvalidData(format!(
+            "input_shape {:?} is too small for {} convolution layer(s) with pool = {}: \
+             the images shrink to nothing; use fewer layers or a smaller pool",
+            input,
+            front.stages.len(),
+            front.pool
+        )));
+    }
+    Ok(front)
 }
 
 /// Index and squared distance of the centroid nearest to `row`.

@@ -15,6 +15,7 @@ pub enum ModelType {
     LogisticRegression,
     SoftmaxRegression,
     Mlp,
+    Cnn,
     Kmeans,
 }
 
@@ -25,6 +26,7 @@ impl ModelType {
             "logistic_regression" => Self::LogisticRegression,
             "softmax_regression" => Self::SoftmaxRegression,
             "mlp" => Self::Mlp,
+            "cnn" => Self::Cnn,
             "kmeans" => Self::Kmeans,
             _ => return Err(MlError::UnknownModelType(name.to_string())),
         })
@@ -51,6 +53,16 @@ impl ModelType {
         let extra: &[&str] = match self {
             Self::LinearRegression => &["solver"],
             Self::Mlp => &["hidden_units", "activation", "dropout", "task"],
+            Self::Cnn => &[
+                "input_shape",
+                "conv_layers",
+                "pool",
+                "augment",
+                "hidden_units",
+                "activation",
+                "dropout",
+                "task",
+            ],
             Self::LogisticRegression | Self::SoftmaxRegression => &[],
             Self::Kmeans => {
                 return vec![
@@ -84,6 +96,8 @@ pub enum OptionValue {
     Number(f64),
     Text(String),
     List(Vec<f64>),
+    /// A list of lists, e.g. `conv_layers = [[16, 3], [32, 3]]`.
+    Lists(Vec<Vec<f64>>),
 }
 
 impl fmt::Display for OptionValue {
@@ -93,6 +107,7 @@ impl fmt::Display for OptionValue {
             Self::Number(n) => write!(f, "{n}"),
             Self::Text(s) => write!(f, "'{s}'"),
             Self::List(l) => write!(f, "{l:?}"),
+            Self::Lists(l) => write!(f, "{l:?}"),
         }
     }
 }
@@ -151,6 +166,29 @@ pub struct TrainOptions {
     pub dropout: f32,
     pub k: usize,
     pub task: Option<TaskChoice>,
+    /// cnn: `[channels, height, width]` of each image.
+    #[serde(default)]
+    pub input_shape: Option<[usize; 3]>,
+    /// cnn: `(filters, kernel)` per convolution layer.
+    #[serde(default)]
+    pub conv_layers: Vec<(usize, usize)>,
+    /// cnn: max-pool window after each convolution (1: none).
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+    /// cnn: random horizontal flips and ±1-pixel shifts while training.
+    #[serde(default)]
+    pub augment: Augment,
+}
+
+fn default_pool() -> usize {
+    2
+}
+
+/// Data augmentation for image models (`augment = 'flip,shift'`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Augment {
+    pub flip: bool,
+    pub shift: bool,
 }
 
 impl Default for TrainOptions {
@@ -173,6 +211,10 @@ impl Default for TrainOptions {
             dropout: 0.0,
             k: 8,
             task: None,
+            input_shape: None,
+            conv_layers: vec![(16, 3), (32, 3)],
+            pool: default_pool(),
+            augment: Augment::default(),
         }
     }
 }
@@ -201,6 +243,24 @@ fn positive_int(option: &str, value: &OptionValue) -> Result<usize> {
     }
 }
 
+fn whole_numbers(option: &str, value: &OptionValue) -> Result<Vec<usize>> {
+    match value {
+        OptionValue::List(items)
+            if !items.is_empty()
+                && items
+                    .iter()
+                    .all(|v| *v >= 1.0 && v.fract() == 0.0 && *v <= 1e9) =>
+        {
+            Ok(items.iter().map(|v| *v as usize).collect())
+        }
+        other => Err(invalid(
+            option,
+            "must be a list of positive whole numbers",
+            other,
+        )),
+    }
+}
+
 fn text<'a>(option: &str, value: &'a OptionValue, allowed: &[&str]) -> Result<&'a str> {
     match value {
         OptionValue::Text(s) if allowed.contains(&s.to_ascii_lowercase().as_str()) => {
@@ -221,6 +281,9 @@ impl TrainOptions {
         let mut o = Self::default();
         if model_type == ModelType::Kmeans {
             o.epochs = 20;
+        }
+        if model_type == ModelType::Cnn {
+            o.hidden_units = vec![128];
         }
         let valid = model_type.valid_options();
         for (key, value) in pairs {
@@ -323,6 +386,58 @@ impl TrainOptions {
                     OptionValue::Bool(b) => o.warm_start = *b,
                     other => return Err(invalid(&key, "must be true or false", other)),
                 },
+                "input_shape" => {
+                    let dims = whole_numbers(&key, value)?;
+                    o.input_shape = Some(match dims.as_slice() {
+                        [h, w] => [1, *h, *w],
+                        [c, h, w] => [*c, *h, *w],
+                        _ => {
+                            return Err(invalid(
+                                &key,
+                                "must be [channels, height, width] or [height, width]",
+                                value,
+                            ))
+                        }
+                    });
+                }
+                "conv_layers" => {
+                    let problem =
+                        "must be a list of [filters, kernel] pairs, e.g. [[16, 3], [32, 3]]";
+                    let OptionValue::Lists(layers) = value else {
+                        return Err(invalid(&key, problem, value));
+                    };
+                    o.conv_layers = layers
+                        .iter()
+                        .map(|pair| {
+                            match whole_numbers(&key, &OptionValue::List(pair.clone()))
+                                .ok()
+                                .as_deref()
+                            {
+                                Some([filters, kernel]) => Ok((*filters, *kernel)),
+                                _ => Err(invalid(&key, problem, value)),
+                            }
+                        })
+                        .collect::<Result<_>>()?;
+                    if o.conv_layers.is_empty() {
+                        return Err(invalid(&key, problem, value));
+                    }
+                }
+                "pool" => o.pool = positive_int(&key, value)?,
+                "augment" => {
+                    let problem = "must be 'none' or a comma-separated list of flip, shift";
+                    let OptionValue::Text(text) = value else {
+                        return Err(invalid(&key, problem, value));
+                    };
+                    o.augment = Augment::default();
+                    for part in text.split(',').map(|p| p.trim().to_ascii_lowercase()) {
+                        match part.as_str() {
+                            "flip" => o.augment.flip = true,
+                            "shift" => o.augment.shift = true,
+                            "none" | "" => {}
+                            _ => return Err(invalid(&key, problem, value)),
+                        }
+                    }
+                }
                 "hidden_units" => match value {
                     OptionValue::List(units)
                         if !units.is_empty()

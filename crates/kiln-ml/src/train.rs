@@ -9,13 +9,14 @@
 
 use kiln_kernels::{Backend, OptimizerState};
 use rand::seq::SliceRandom;
+use rand::Rng;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, Targets};
 use crate::model::{nearest_centroid, Model, Task};
-use crate::options::TrainOptions;
+use crate::options::{Augment, TrainOptions};
 use crate::{MlError, Result};
 
 /// What one partition sends back after a round.
@@ -182,8 +183,16 @@ impl<'a> RoundTrainer<'a> {
         let mut order: Vec<usize> = (0..train.rows()).collect();
         order.shuffle(&mut self.rng);
         for chunk in order.chunks(self.options.batch_size) {
-            let mini = train.gather(chunk);
+            let mut mini = train.gather(chunk);
             let n = mini.rows();
+            if let Some(front) = &local.conv {
+                augment(
+                    &mut mini.features,
+                    front.input,
+                    self.options.augment,
+                    &mut self.rng,
+                );
+            }
             let dropout =
                 (self.options.dropout > 0.0).then_some((self.options.dropout, &mut self.rng));
             let pass = local.forward(backend, &mini.features, n, dropout)?;
@@ -204,6 +213,52 @@ impl<'a> RoundTrainer<'a> {
             self.update.params = local.params;
         }
         self.update
+    }
+}
+
+/// Randomly flips images horizontally and shifts them by up to one pixel
+/// (zero fill), in place, as `augment` asks; `shape` is `[channels, height, width]`.
+pub fn augment(images: &mut [f32], shape: [usize; 3], augment: Augment, rng: &mut ChaCha8Rng) {
+    if !augment.flip && !augment.shift {
+        return;
+    }
+    let [channels, height, width] = shape;
+    let len = channels * height * width;
+    if len == 0 {
+        return;
+    }
+    let mut source = vec![0.0f32; len];
+    for image in images.chunks_mut(len) {
+        let flip = augment.flip && rng.gen::<bool>();
+        let (dy, dx) = if augment.shift {
+            (rng.gen_range(-1isize..=1), rng.gen_range(-1isize..=1))
+        } else {
+            (0, 0)
+        };
+        if !flip && dy == 0 && dx == 0 {
+            continue;
+        }
+        source.copy_from_slice(image);
+        for c in 0..channels {
+            for y in 0..height {
+                for x in 0..width {
+                    let sy = y as isize - dy;
+                    let sx = x as isize - dx;
+                    let value = if sy < 0 || sx < 0 || sy as usize >= height || sx as usize >= width
+                    {
+                        0.0
+                    } else {
+                        let sx = if flip {
+                            width - 1 - sx as usize
+                        } else {
+                            sx as usize
+                        };
+                        source[(c * height + sy as usize) * width + sx]
+                    };
+                    image[(c * height + y) * width + x] = value;
+                }
+            }
+        }
     }
 }
 

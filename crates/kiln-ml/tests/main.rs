@@ -461,3 +461,224 @@ fn bad_inputs_are_clear_errors() {
         "{err}"
     );
 }
+
+fn cnn_options(pairs: impl FnOnce(&mut TrainOptions)) -> TrainOptions {
+    let mut o = TrainOptions::parse(ModelType::Cnn, &[]).unwrap();
+    pairs(&mut o);
+    o
+}
+
+#[test]
+fn cnn_gradients_match_finite_differences() {
+    let backend = cpu();
+    for (stages, pool) in [(vec![(3, 3), (2, 3)], 2), (vec![(2, 3)], 1)] {
+        let mut model = Model::new(
+            ModelType::Cnn,
+            2 * 6 * 6,
+            Some(3),
+            &cnn_options(|o| {
+                o.input_shape = Some([2, 6, 6]);
+                o.conv_layers = stages.clone();
+                o.pool = pool;
+                o.hidden_units = vec![4];
+                o.activation = Activation::Tanh;
+            }),
+        )
+        .unwrap();
+        let batch = Batch {
+            features: features(4, 72, 9),
+            dims: 72,
+            targets: Targets::Classes(vec![0, 1, 2, 1]),
+        };
+        let network: Network = model.network.clone().unwrap();
+        let loss_at = |params: &[f32], model: &mut Model| -> f64 {
+            model.set_params(params.to_vec());
+            let net = model.network.as_ref().unwrap();
+            let pass = net.forward(&backend, &batch.features, 4, None).unwrap();
+            let mut g = vec![0.0; pass.logits().len()];
+            model
+                .loss(&backend, pass.logits(), &batch.targets, &mut g)
+                .unwrap() as f64
+        };
+        let pass = network.forward(&backend, &batch.features, 4, None).unwrap();
+        let mut g = vec![0.0; pass.logits().len()];
+        model
+            .loss(&backend, pass.logits(), &batch.targets, &mut g)
+            .unwrap();
+        let grads = network
+            .backward(&backend, &batch.features, 4, &pass, g)
+            .unwrap();
+        let mut numeric_at = |i: usize, h: f32| {
+            let mut plus = network.params.clone();
+            plus[i] += h;
+            let mut minus = network.params.clone();
+            minus[i] -= h;
+            (loss_at(&plus, &mut model) - loss_at(&minus, &mut model)) / (2.0 * h as f64)
+        };
+        let mut checked = 0;
+        for i in (0..network.params.len()).step_by(3) {
+            let (coarse, fine) = (numeric_at(i, 1e-2), numeric_at(i, 2e-3));
+            // Max pooling and ReLU have kinks: where the two step sizes
+            // disagree, a step crossed one and the difference means nothing.
+            if (coarse - fine).abs() > 1e-3 {
+                continue;
+            }
+            checked += 1;
+            assert!(
+                (fine - grads[i] as f64).abs() < 3e-3,
+                "stages {stages:?} pool {pool} param {i}: analytic {} numeric {fine}",
+                grads[i]
+            );
+        }
+        assert!(
+            checked * 10 >= network.params.len() / 3 * 9,
+            "too few smooth points: {checked}"
+        );
+    }
+}
+
+/// The 8×8 handwritten digits (UCI "Optical Recognition of Handwritten
+/// Digits", as shipped by scikit-learn; CC BY 4.0): 1,797 images, pixels 0–16.
+fn digits() -> Batch {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../sql/examples/data/digits.csv"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut features = Vec::new();
+    let mut labels = Vec::new();
+    for line in text.lines().skip(1) {
+        let values: Vec<f32> = line.split(',').map(|v| v.parse().unwrap()).collect();
+        features.extend(values[..64].iter().map(|p| p / 16.0));
+        labels.push(values[64] as u32);
+    }
+    Batch {
+        features,
+        dims: 64,
+        targets: Targets::Classes(labels),
+    }
+}
+
+#[test]
+fn cnn_learns_handwritten_digits() {
+    let all = digits();
+    let rows: Vec<usize> = (0..all.rows()).collect();
+    let (test_rows, train_rows): (Vec<usize>, Vec<usize>) = rows.iter().partition(|r| *r % 5 == 0);
+    let (train, test) = (all.gather(&train_rows), all.gather(&test_rows));
+    let o = cnn_options(|o| {
+        o.input_shape = Some([1, 8, 8]);
+        o.conv_layers = vec![(8, 3), (16, 3)];
+        o.hidden_units = vec![64];
+        o.epochs = 12;
+        o.batch_size = 32;
+        o.learning_rate = 0.01;
+    });
+    let (model, _) = fit(
+        ModelType::Cnn,
+        &o,
+        &partitions(&train, 2),
+        Some(10),
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let accuracy = evaluate(&model, &cpu(), &test)
+        .unwrap()
+        .get("accuracy")
+        .unwrap();
+    eprintln!("cnn digits: held-out accuracy {accuracy:.4}");
+    assert!(accuracy >= 0.93, "cnn digits accuracy {accuracy}");
+}
+
+#[test]
+fn cnn_options_are_checked_against_the_features() {
+    let err = Model::new(ModelType::Cnn, 64, Some(10), &cnn_options(|_| {}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("input_shape = [1, 8, 8]"), "{err}");
+    let err = Model::new(
+        ModelType::Cnn,
+        64,
+        Some(10),
+        &cnn_options(|o| o.input_shape = Some([1, 7, 7])),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("holds 49 values") && err.contains("64"),
+        "{err}"
+    );
+    let err = Model::new(
+        ModelType::Cnn,
+        16,
+        Some(10),
+        &cnn_options(|o| {
+            o.input_shape = Some([1, 4, 4]);
+            o.conv_layers = vec![(4, 3), (4, 3), (4, 3)];
+        }),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("shrink to nothing"), "{err}");
+    use kiln_ml::options::OptionValue;
+    let err = TrainOptions::parse(
+        ModelType::Cnn,
+        &[("conv_layers".into(), OptionValue::List(vec![16.0, 3.0]))],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("[filters, kernel] pairs"), "{err}");
+    let parsed = TrainOptions::parse(
+        ModelType::Cnn,
+        &[
+            ("input_shape".into(), OptionValue::List(vec![28.0, 28.0])),
+            (
+                "conv_layers".into(),
+                OptionValue::Lists(vec![vec![16.0, 3.0], vec![32.0, 5.0]]),
+            ),
+            ("augment".into(), OptionValue::Text("flip, shift".into())),
+        ],
+    )
+    .unwrap();
+    assert_eq!(parsed.input_shape, Some([1, 28, 28]));
+    assert_eq!(parsed.conv_layers, vec![(16, 3), (32, 5)]);
+    assert!(parsed.augment.flip && parsed.augment.shift);
+    assert!(
+        TrainOptions::parse(ModelType::Mlp, &[("pool".into(), OptionValue::Number(2.0))]).is_err()
+    );
+}
+
+#[test]
+fn augmentation_flips_and_shifts_images() {
+    use kiln_ml::options::Augment;
+    use kiln_ml::train::augment;
+    // 3×4 single-channel images, each with one lit pixel at (1, 0).
+    let image: Vec<f32> = (0..12).map(|i| if i == 4 { 1.0 } else { 0.0 }).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let flip = Augment {
+        flip: true,
+        shift: false,
+    };
+    let mut images: Vec<f32> = image.repeat(50);
+    augment(&mut images, [1, 3, 4], flip, &mut rng);
+    let mirrored = images.chunks(12).filter(|img| img[7] == 1.0).count();
+    assert!(images
+        .chunks(12)
+        .all(|img| img == image.as_slice() || img[7] == 1.0));
+    assert!((10..40).contains(&mirrored), "{mirrored} of 50 flipped");
+    let shift = Augment {
+        flip: false,
+        shift: true,
+    };
+    let mut images: Vec<f32> = image.repeat(50);
+    augment(&mut images, [1, 3, 4], shift, &mut rng);
+    for img in images.chunks(12) {
+        let lit: Vec<usize> = (0..12).filter(|i| img[*i] == 1.0).collect();
+        assert!(lit.len() <= 1);
+        if let [at] = lit.as_slice() {
+            let (y, x) = (at / 4, at % 4);
+            assert!(y.abs_diff(1) <= 1 && x <= 1, "moved to ({y}, {x})");
+        }
+    }
+}

@@ -156,15 +156,32 @@ fn option_value(expr: Expr) -> Result<OptionValue> {
     })
 }
 
+/// `[1, 2]` is a list of numbers; `[[16, 3], [32, 3]]` a list of such lists.
 fn list(items: Vec<Expr>) -> Result<OptionValue> {
     let values = items
         .into_iter()
-        .map(|e| match option_value(e)? {
-            OptionValue::Number(n) => Ok(n),
-            other => Err(syntax(format!("lists hold numbers only, found {other}"))),
-        })
+        .map(option_value)
         .collect::<Result<Vec<_>>>()?;
-    Ok(OptionValue::List(values))
+    if let Some(numbers) = values
+        .iter()
+        .map(|v| match v {
+            OptionValue::Number(n) => Some(*n),
+            _ => None,
+        })
+        .collect::<Option<Vec<f64>>>()
+    {
+        return Ok(OptionValue::List(numbers));
+    }
+    values
+        .into_iter()
+        .map(|v| match v {
+            OptionValue::List(inner) => Ok(inner),
+            other => Err(syntax(format!(
+                "lists hold numbers or lists of numbers only, found {other}"
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(OptionValue::Lists)
 }
 
 /// Parses `sql` if it is one of Kiln's ML statements; `None` otherwise.
@@ -738,11 +755,11 @@ impl KilnSession {
         let classification = match (model_type, &label_type, options.task) {
             (ModelType::Kmeans, _, _) | (ModelType::LinearRegression, _, _) => false,
             (ModelType::LogisticRegression | ModelType::SoftmaxRegression, _, _) => true,
-            (ModelType::Mlp, _, Some(task)) => task == TaskChoice::Classification,
-            (ModelType::Mlp, Some(t), None) => {
+            (ModelType::Mlp | ModelType::Cnn, _, Some(task)) => task == TaskChoice::Classification,
+            (ModelType::Mlp | ModelType::Cnn, Some(t), None) => {
                 !t.is_floating() && !matches!(t, DataType::Decimal128(_, _))
             }
-            (ModelType::Mlp, None, None) => false,
+            (ModelType::Mlp | ModelType::Cnn, None, None) => false,
         };
         if let (false, Some(t), Some(label)) = (classification, &label_type, &train.label) {
             if !t.is_numeric() {
