@@ -27,6 +27,18 @@ pub fn to_bytes(model: &Model) -> Result<Vec<u8>> {
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     match &model.network {
         Some(network) => {
+            for (i, (shape, w, b)) in network.conv_ranges().into_iter().enumerate() {
+                tensors.push((
+                    format!("conv.{i}.weight"),
+                    shape.to_vec(),
+                    bytes(&network.params[w]),
+                ));
+                tensors.push((
+                    format!("conv.{i}.bias"),
+                    vec![shape[0]],
+                    bytes(&network.params[b]),
+                ));
+            }
             for (i, layer) in network.layers.iter().enumerate() {
                 let (w, b) = network.layer_ranges(i);
                 tensors.push((
@@ -94,6 +106,10 @@ pub fn from_bytes(bytes: &[u8], path: &str) -> Result<Model> {
     match &mut model.network {
         Some(network) => {
             let mut params = Vec::new();
+            for (i, (shape, _, _)) in network.conv_ranges().into_iter().enumerate() {
+                params.extend(read(&format!("conv.{i}.weight"), shape.iter().product())?);
+                params.extend(read(&format!("conv.{i}.bias"), shape[0])?);
+            }
             for (i, layer) in network.layers.iter().enumerate() {
                 params.extend(read(
                     &format!("layers.{i}.weight"),

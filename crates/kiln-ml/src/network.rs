@@ -215,6 +215,26 @@ impl Network {
         }
     }
 
+    /// Per convolution stage: weight shape `[out, in, k, k]` and the
+    /// `(weights, bias)` ranges in `params`.
+    pub fn conv_ranges(&self) -> Vec<([usize; 4], std::ops::Range<usize>, std::ops::Range<usize>)> {
+        let Some(front) = &self.conv else {
+            return vec![];
+        };
+        let mut offset = 0;
+        front
+            .stages(1)
+            .iter()
+            .map(|stage| {
+                let c = stage.conv;
+                let w = offset..offset + c.weight_len();
+                let b = w.end..w.end + c.out_channels;
+                offset = b.end;
+                ([c.out_channels, c.in_channels, c.kernel, c.kernel], w, b)
+            })
+            .collect()
+    }
+
     fn conv_param_count(&self) -> usize {
         self.conv.as_ref().map_or(0, ConvFront::param_count)
     }

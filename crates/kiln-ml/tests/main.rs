@@ -491,6 +491,8 @@ fn cnn_gradients_match_finite_differences() {
             targets: Targets::Classes(vec![0, 1, 2, 1]),
         };
         let network: Network = model.network.clone().unwrap();
+        let reloaded = file::from_bytes(&file::to_bytes(&model).unwrap(), "mem").unwrap();
+        assert_eq!(reloaded, model, "a cnn survives its safetensors file");
         let loss_at = |params: &[f32], model: &mut Model| -> f64 {
             model.set_params(params.to_vec());
             let net = model.network.as_ref().unwrap();

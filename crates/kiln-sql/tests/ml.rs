@@ -220,3 +220,69 @@ async fn linear_regression_recovers_coefficients_through_sql() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cnn_trains_on_image_vectors_from_sql() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    let csv = crate::common::repo_root().join("sql/examples/data/digits.csv");
+    s.execute(&format!(
+        "CREATE EXTERNAL TABLE digits_csv STORED AS CSV LOCATION '{}' OPTIONS ('format.has_header' 'true')",
+        csv.display()
+    ))
+    .await
+    .unwrap();
+    let pixels: Vec<String> = (0..64).map(|i| format!("p{i} / 16.0")).collect();
+    s.execute(&format!(
+        "CREATE TABLE images AS SELECT row_number() OVER () AS id, \
+         arrow_cast(make_array({}), 'FixedSizeList(64, Float32)') AS pixels, digit FROM digits_csv",
+        pixels.join(", ")
+    ))
+    .await
+    .unwrap();
+    s.execute(
+        "TRAIN MODEL digits USING cnn OPTIONS (input_shape = [1, 8, 8], conv_layers = [[8, 3], [16, 3]], \
+         hidden_units = [64], epochs = 12, batch_size = 32, learning_rate = 0.01) \
+         LABEL digit AS SELECT pixels, digit FROM images WHERE id % 5 <> 0",
+    )
+    .await
+    .unwrap();
+    let result = s
+        .execute("EVALUATE MODEL digits AS SELECT pixels, digit FROM images WHERE id % 5 = 0")
+        .await
+        .unwrap();
+    let accuracy: f64 = rows(&result).iter().find(|r| r[0] == "accuracy").unwrap()[1]
+        .parse()
+        .unwrap();
+    assert!(
+        accuracy >= 0.9,
+        "cnn accuracy on held-out digits: {accuracy}"
+    );
+    let described = rows(&s.execute("DESCRIBE MODEL digits").await.unwrap());
+    assert!(
+        described
+            .iter()
+            .any(|r| r[0] == "model_type" && r[1] == "cnn"),
+        "{described:?}"
+    );
+    // predict() runs the convolutional network on executors too.
+    let predicted = s
+        .execute(
+            "SELECT count(*) FROM images WHERE id % 5 = 0 AND predict('digits', pixels) = digit",
+        )
+        .await
+        .unwrap();
+    let correct: f64 = rows(&predicted)[0][0].parse().unwrap();
+    assert!(
+        correct / 360.0 >= 0.9,
+        "{correct} of 360 predicted correctly"
+    );
+    let bad = s
+        .execute(
+            "TRAIN MODEL bad USING cnn OPTIONS (input_shape = [1, 7, 7]) LABEL digit AS SELECT pixels, digit FROM images",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("holds 49 values"), "{bad}");
+}
