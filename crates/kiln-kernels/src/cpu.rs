@@ -6,7 +6,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::backend::sigmoid;
-use crate::error::expect_len;
+use crate::error::{check_rows, expect_len};
 use crate::{
     Activation, Backend, Conv2d, Gemm, KernelError, Optimizer, OptimizerState, Pool2d, Result,
 };
@@ -19,19 +19,6 @@ const PARALLEL_THRESHOLD: usize = 1 << 15;
 const CHUNK: usize = 1 << 13;
 /// Below this many multiply-adds, GEMM stays on one thread.
 const GEMM_PARALLEL_THRESHOLD: f64 = 1.0e6;
-
-/// Checks that a matrix of `len` elements is made of whole rows of `cols`.
-fn check_rows(op: &'static str, what: &'static str, len: usize, cols: usize) -> Result<()> {
-    if cols == 0 || !len.is_multiple_of(cols) {
-        return Err(KernelError::ShapeMismatch {
-            op,
-            what,
-            expected: cols.max(1) * (len / cols.max(1)),
-            got: len,
-        });
-    }
-    Ok(())
-}
 
 /// Kernels on the host CPU. `threads = 0` uses rayon's global pool size.
 #[derive(Debug, Clone, Default)]

@@ -19,6 +19,10 @@ pub enum KernelError {
     },
     #[error("CUDA is unavailable: {reason}")]
     CudaUnavailable { reason: String },
+    #[error("CUDA error in {op}: {message}")]
+    Cuda { op: &'static str, message: String },
+    #[error("kernel {file} does not compile: {message}")]
+    KernelCompile { file: &'static str, message: String },
 }
 
 pub type Result<T, E = KernelError> = std::result::Result<T, E>;
@@ -39,4 +43,22 @@ pub(crate) fn expect_len(
             got,
         })
     }
+}
+
+/// Checks that a matrix of `len` elements is made of whole rows of `cols`.
+pub(crate) fn check_rows(
+    op: &'static str,
+    what: &'static str,
+    len: usize,
+    cols: usize,
+) -> Result<()> {
+    if cols == 0 || !len.is_multiple_of(cols) {
+        return Err(KernelError::ShapeMismatch {
+            op,
+            what,
+            expected: cols.max(1) * (len / cols.max(1)),
+            got: len,
+        });
+    }
+    Ok(())
 }

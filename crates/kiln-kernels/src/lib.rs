@@ -25,6 +25,7 @@
 mod backend;
 mod conv;
 pub mod cpu;
+pub mod cuda;
 mod error;
 
 pub use backend::{Activation, Backend, Gemm, Optimizer, OptimizerState};

@@ -22,6 +22,11 @@ pub enum MlError {
     InvalidData(String),
     #[error("{what} is not available yet; {instead}")]
     NotAvailable { what: String, instead: String },
+    #[error(
+        "device = '{device}' cannot be used here: {reason}; use device = 'cpu' or 'auto', \
+         or run on a host with an NVIDIA GPU"
+    )]
+    DeviceUnavailable { device: String, reason: String },
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error("model file '{path}': {reason}")]

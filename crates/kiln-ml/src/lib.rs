@@ -28,6 +28,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod data;
+pub mod device;
 mod error;
 pub mod file;
 pub mod fit;

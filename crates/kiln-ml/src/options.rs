@@ -457,12 +457,6 @@ impl TrainOptions {
                 _ => unreachable!("listed in valid_options"),
             }
         }
-        if o.device == DeviceChoice::Cuda {
-            return Err(MlError::NotAvailable {
-                what: "device = 'cuda' (Kiln's CUDA kernels)".to_string(),
-                instead: "use device = 'cpu' or 'auto'".to_string(),
-            });
-        }
         if o.solver == Solver::Normal && model_type != ModelType::LinearRegression {
             return Err(invalid(
                 "solver",

@@ -681,6 +681,12 @@ impl KilnSession {
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
         let options = TrainOptions::parse(model_type, &train.options)
             .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+        if self.is_embedded() {
+            // The executors are this process: refuse before any round runs.
+            // On a cluster, each executor opens its own device.
+            kiln_ml::device::backend(options.device)
+                .map_err(|e| DataFusionError::Plan(format!("TRAIN MODEL {}: {e}", train.name)))?;
+        }
         let registry = self.registry();
         let existing = registry.latest(&train.name);
         if let Some(latest) = existing {

@@ -22,7 +22,6 @@ use datafusion::physical_plan::{
 };
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
-use kiln_kernels::cpu::CpuBackend;
 use kiln_ml::train::{split_held_out, NormalStats, RoundTrainer};
 
 use crate::features::{to_batch, LabelKind};
@@ -152,7 +151,9 @@ async fn run_round(
     spec: &RoundSpec,
     mut input: SendableRecordBatchStream,
 ) -> Result<(u64, Vec<u8>)> {
-    let backend = CpuBackend::default();
+    let backend = kiln_ml::device::backend(spec.options.device)
+        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+    let backend = backend.as_ref();
     let model = spec.model_with_params();
     let kind = label_kind(spec);
     let features = spec.features.len();
@@ -193,8 +194,8 @@ async fn run_round(
                     RoundTrainer::new(&model, &spec.options, spec.round, key)
                 });
                 match spec.mode {
-                    RoundMode::Validate => trainer.score_held_out(&backend, batch),
-                    _ => trainer.feed(&backend, batch),
+                    RoundMode::Validate => trainer.score_held_out(backend, batch),
+                    _ => trainer.feed(backend, batch),
                 }
                 .map_err(ml_error)?;
             }

@@ -233,6 +233,11 @@ impl KilnSession {
         &self.lake
     }
 
+    /// Whether statements run on this process's own embedded cluster.
+    pub(crate) fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
     pub(crate) fn progress(&self) -> bool {
         self.progress
     }

@@ -286,3 +286,31 @@ async fn cnn_trains_on_image_vectors_from_sql() {
         .to_string();
     assert!(bad.contains("holds 49 values"), "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn device_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    s.execute(SEPARABLE).await.unwrap();
+    let train = |name: &str, device: &str| {
+        format!(
+            "TRAIN MODEL {name} USING logistic_regression OPTIONS (epochs = 10, learning_rate = 0.1, \
+             device = '{device}') LABEL y AS SELECT a, b, y FROM pts"
+        )
+    };
+    if kiln_kernels::cuda::probe().is_err() {
+        let err = s
+            .execute(&train("on_gpu", "cuda"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("device = 'cuda' cannot be used here")
+                && err.contains("device = 'cpu' or 'auto'"),
+            "{err}"
+        );
+        assert!(!scratch.path().join("lake/_models/on_gpu").exists());
+    }
+    s.execute(&train("anywhere", "auto")).await.unwrap();
+    assert!(accuracy(&s, "anywhere").await > 0.9);
+}
