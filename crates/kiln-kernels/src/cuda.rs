@@ -479,35 +479,7 @@ impl Backend for CudaBackend {
         );
         let mut dout = self.zeros::<f32>(OP, output.len())?;
         let mut col = self.zeros::<f32>(OP, s.patch_len() * pixels)?;
-        let image = s.in_channels * s.height * s.width;
-        let out_image = s.out_channels * pixels;
-        for n in 0..s.batch {
-            self.im2col(&s, &din.slice(n * image..(n + 1) * image), &mut col)?;
-            self.sgemm_on_device(
-                Gemm::new(s.out_channels, pixels, s.patch_len()),
-                &dw.slice(..),
-                &col.slice(..),
-                &mut dout.slice_mut(n * out_image..(n + 1) * out_image),
-            )?;
-        }
-        let (total, channels, plane, code) = (
-            output.len() as i64,
-            s.out_channels as i32,
-            pixels as i32,
-            act_code(act),
-        );
-        let mut launch = self
-            .stream
-            .launch_builder(self.function("kiln_channel_bias_activation"));
-        launch
-            .arg(&mut dout)
-            .arg(&db)
-            .arg(&total)
-            .arg(&channels)
-            .arg(&plane)
-            .arg(&code);
-        // SAFETY: matches kiln_channel_bias_activation's signature over `total` elements.
-        unsafe { launch.launch(grid(output.len())) }.map_err(cuda_error(OP))?;
+        self.conv2d_forward_on_device(&s, act, &din, &dw, &db, &mut dout, &mut col)?;
         self.download(OP, &dout, output)
     }
 
@@ -766,7 +738,140 @@ impl Backend for CudaBackend {
     }
 }
 
+/// Device-resident timings for benchmarks: operands stay on the GPU, so the
+/// numbers measure the kernels, not host transfers. Each returns seconds per
+/// call (mean over `iterations` after one warm-up call).
 impl CudaBackend {
+    fn time(&self, iterations: usize, mut call: impl FnMut() -> Result<()>) -> Result<f64> {
+        call()?;
+        self.stream
+            .synchronize()
+            .map_err(cuda_error("synchronize"))?;
+        let start = std::time::Instant::now();
+        for _ in 0..iterations.max(1) {
+            call()?;
+        }
+        self.stream
+            .synchronize()
+            .map_err(cuda_error("synchronize"))?;
+        Ok(start.elapsed().as_secs_f64() / iterations.max(1) as f64)
+    }
+
+    pub fn time_gemm(&self, spec: Gemm, iterations: usize) -> Result<f64> {
+        let a = self.allocate(spec.m * spec.k)?;
+        let b = self.allocate(spec.k * spec.n)?;
+        let mut c = self.allocate(spec.m * spec.n)?;
+        self.time(iterations, || {
+            self.sgemm_on_device(spec, &a.slice(..), &b.slice(..), &mut c.slice_mut(..))
+        })
+    }
+
+    pub fn time_conv2d_forward(&self, s: Conv2d, iterations: usize) -> Result<f64> {
+        let input = self.allocate(s.input_len())?;
+        let weights = self.allocate(s.weight_len())?;
+        let bias = self.allocate(s.out_channels)?;
+        let mut output = self.allocate(s.output_len())?;
+        let mut col = self.allocate(s.patch_len() * s.out_height() * s.out_width())?;
+        self.time(iterations, || {
+            self.conv2d_forward_on_device(
+                &s,
+                Activation::Relu,
+                &input,
+                &weights,
+                &bias,
+                &mut output,
+                &mut col,
+            )
+        })
+    }
+
+    /// One Adam step over `n` parameters.
+    pub fn time_adam(&self, n: usize, iterations: usize) -> Result<f64> {
+        let mut params = self.allocate(n)?;
+        let grads = self.allocate(n)?;
+        let mut m = self.allocate(n)?;
+        let mut v = self.allocate(n)?;
+        let count = n as i64;
+        let (lr, b1, b2, eps, l2, c1, c2) =
+            (1e-3f32, 0.9f32, 0.999f32, 1e-8f32, 0.0f32, 0.1f32, 0.001f32);
+        self.time(iterations, || {
+            let mut launch = self.stream.launch_builder(self.function("kiln_adam_step"));
+            launch
+                .arg(&mut params)
+                .arg(&grads)
+                .arg(&mut m)
+                .arg(&mut v)
+                .arg(&count)
+                .arg(&lr)
+                .arg(&b1)
+                .arg(&b2)
+                .arg(&eps)
+                .arg(&l2)
+                .arg(&c1)
+                .arg(&c2);
+            // SAFETY: matches kiln_adam_step's signature over n elements.
+            unsafe { launch.launch(grid(n)) }.map_err(cuda_error("adam"))?;
+            Ok(())
+        })
+    }
+
+    /// A device-to-device copy of `n` floats (the bandwidth reference).
+    pub fn time_copy(&self, n: usize, iterations: usize) -> Result<f64> {
+        let source = self.allocate(n)?;
+        let mut target = self.allocate(n)?;
+        self.time(iterations, || {
+            self.stream
+                .memcpy_dtod(&source, &mut target)
+                .map_err(cuda_error("copy"))
+        })
+    }
+}
+
+impl CudaBackend {
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_forward_on_device(
+        &self,
+        s: &Conv2d,
+        act: Activation,
+        din: &CudaSlice<f32>,
+        dw: &CudaSlice<f32>,
+        db: &CudaSlice<f32>,
+        dout: &mut CudaSlice<f32>,
+        col: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let pixels = s.out_height() * s.out_width();
+        let image = s.in_channels * s.height * s.width;
+        let out_image = s.out_channels * pixels;
+        for n in 0..s.batch {
+            self.im2col(s, &din.slice(n * image..(n + 1) * image), col)?;
+            self.sgemm_on_device(
+                Gemm::new(s.out_channels, pixels, s.patch_len()),
+                &dw.slice(..),
+                &col.slice(..),
+                &mut dout.slice_mut(n * out_image..(n + 1) * out_image),
+            )?;
+        }
+        let (total, channels, plane, code) = (
+            s.output_len() as i64,
+            s.out_channels as i32,
+            pixels as i32,
+            act_code(act),
+        );
+        let mut launch = self
+            .stream
+            .launch_builder(self.function("kiln_channel_bias_activation"));
+        launch
+            .arg(dout)
+            .arg(db)
+            .arg(&total)
+            .arg(&channels)
+            .arg(&plane)
+            .arg(&code);
+        // SAFETY: matches kiln_channel_bias_activation's signature over `total` elements.
+        unsafe { launch.launch(grid(s.output_len())) }.map_err(cuda_error("conv2d_forward"))?;
+        Ok(())
+    }
+
     fn pointwise_loss(
         &self,
         kernel: &'static str,
