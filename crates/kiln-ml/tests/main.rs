@@ -684,3 +684,53 @@ fn augmentation_flips_and_shifts_images() {
         }
     }
 }
+
+/// `device = 'cuda'` and `'cpu'` train the same models (mlp and cnn) within
+/// 1e-3 absolute on every parameter: same data, seed and order; only the
+/// floating-point summation order of the kernels differs.
+#[test]
+#[ignore = "needs a GPU: KILN_TEST_CUDA=1 cargo test -p kiln-ml --test main -- --ignored"]
+fn gpu_training_matches_cpu_training() {
+    if std::env::var("KILN_TEST_CUDA").as_deref() != Ok("1") {
+        eprintln!("skipped: set KILN_TEST_CUDA=1 on a CUDA host");
+        return;
+    }
+    let gpu = kiln_kernels::cuda::CudaBackend::new(0).expect("a usable CUDA device");
+    let digits = digits();
+    let images = digits.gather(&(0..400).collect::<Vec<_>>());
+    let cases = [
+        (
+            ModelType::Mlp,
+            options(|o| {
+                o.hidden_units = vec![32];
+                o.epochs = 3;
+                o.batch_size = 32;
+            }),
+        ),
+        (
+            ModelType::Cnn,
+            cnn_options(|o| {
+                o.input_shape = Some([1, 8, 8]);
+                o.conv_layers = vec![(4, 3)];
+                o.hidden_units = vec![16];
+                o.epochs = 2;
+                o.batch_size = 32;
+            }),
+        ),
+    ];
+    for (model_type, o) in cases {
+        let parts = partitions(&images, 2);
+        let (on_cpu, _) = fit(model_type, &o, &parts, Some(10), &cpu(), None, |_| {}).unwrap();
+        let (on_gpu, _) = fit(model_type, &o, &parts, Some(10), &gpu, None, |_| {}).unwrap();
+        let worst = on_cpu
+            .params()
+            .iter()
+            .zip(on_gpu.params())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-3,
+            "{model_type}: parameters differ by up to {worst}"
+        );
+    }
+}
