@@ -62,6 +62,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LakeError + '_ {
 pub struct Catalog {
     pub format_version: u32,
     pub tables: BTreeMap<String, TableEntry>,
+    /// Governance checks, keyed by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, crate::checks::CheckDef>,
 }
 
 /// One catalog entry.
@@ -133,6 +136,11 @@ impl Lake {
         Ok(Self { root })
     }
 
+    /// Where `kiln.check_results` keeps its Parquet files.
+    pub fn check_results_dir(&self) -> PathBuf {
+        self.root.join(META_DIR).join("check_results")
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -149,7 +157,7 @@ impl Lake {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Catalog {
                     format_version: CATALOG_FORMAT_VERSION,
-                    tables: BTreeMap::new(),
+                    ..Catalog::default()
                 })
             }
             Err(e) => return Err(io_err(&path)(e)),

@@ -34,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod checks;
 pub mod cluster;
 pub mod codec;
 pub mod diagnostics;

@@ -1216,7 +1216,7 @@ fn eprintln_if(enabled: bool, line: String) {
     }
 }
 
-fn now_utc() -> String {
+pub(crate) fn now_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

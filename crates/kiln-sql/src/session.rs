@@ -257,6 +257,7 @@ impl KilnSession {
     }
 
     async fn register_catalog(&self) -> Result<()> {
+        self.register_system_tables()?;
         let catalog = self.lake.catalog().map_err(lake_error)?;
         for (name, entry) in &catalog.tables {
             match entry {
@@ -273,6 +274,32 @@ impl KilnSession {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn push_warning(&self, message: String) {
+        self.warn(message);
+    }
+
+    /// `kiln.check_results`: the Parquet files checks append to.
+    fn register_system_tables(&self) -> Result<()> {
+        let dir = self.lake.check_results_dir();
+        std::fs::create_dir_all(&dir)?;
+        let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+        let format = ParquetFormat::default();
+        let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(crate::checks::results_schema());
+        let schema = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
+        datafusion::catalog::SchemaProvider::register_table(
+            schema.as_ref(),
+            "check_results".to_string(),
+            Arc::new(ListingTable::try_new(config)?),
+        )?;
+        if let Some(catalog) = self.ctx.catalog("datafusion") {
+            catalog.register_schema("kiln", schema)?;
         }
         Ok(())
     }
@@ -345,6 +372,9 @@ impl KilnSession {
     async fn execute_inner(&self, sql: &str, tables: &mut Vec<String>) -> Result<StatementResult> {
         if let Some(statement) = crate::ml::parse(sql)? {
             return self.execute_ml(statement).await;
+        }
+        if let Some(statement) = crate::checks::parse(sql)? {
+            return self.execute_check(statement).await;
         }
         let state = self.ctx.state();
         let mut statement = state
