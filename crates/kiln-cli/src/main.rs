@@ -131,7 +131,12 @@ async fn open(options: SessionOptions, printer: &Printer) -> Result<KilnSession,
 
 async fn run_script(session: &KilnSession, script: &str, printer: &Printer) -> ExitCode {
     let outcome = session
-        .execute_script(script, |_, result| printer.print(&result))
+        .execute_script(script, |_, result| {
+            printer.print(&result);
+            for warning in session.take_warnings() {
+                printer.warn(&warning);
+            }
+        })
         .await;
     match outcome {
         Ok(_) => ExitCode::SUCCESS,

@@ -84,7 +84,15 @@ pub async fn run(session: &KilnSession, printer: &Printer) -> ExitCode {
 }
 
 async fn execute(session: &KilnSession, printer: &Printer, sql: &str) {
-    if let Err(e) = session.execute_script(sql, |_, r| printer.print(&r)).await {
+    if let Err(e) = session
+        .execute_script(sql, |_, r| {
+            printer.print(&r);
+            for warning in session.take_warnings() {
+                printer.warn(&warning);
+            }
+        })
+        .await
+    {
         eprintln!("error: {}", strip_kind(&e.error));
     }
 }

@@ -596,6 +596,18 @@ pub fn results_schema() -> SchemaRef {
     ]))
 }
 
+/// One constraint's result as the model card keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    pub run_id: String,
+    pub check: String,
+    pub constraint: String,
+    pub metric: String,
+    pub value: f64,
+    pub status: String,
+    pub severity: String,
+}
+
 /// The outcome of running one check.
 pub struct CheckRun {
     pub batch: RecordBatch,
@@ -727,6 +739,73 @@ impl KilnSession {
         }))
     }
 
+    /// Runs every check defined on `tables` before `model` trains; an ERROR
+    /// failure refuses training (results are recorded either way).
+    pub(crate) async fn checks_before_training(
+        &self,
+        model: &str,
+        tables: &[String],
+    ) -> Result<Vec<CheckOutcome>> {
+        let checks: Vec<CheckDef> = self
+            .lake()
+            .catalog()
+            .map_err(lake)?
+            .checks
+            .into_values()
+            .filter(|c| tables.contains(&c.table))
+            .collect();
+        if checks.is_empty() {
+            return Ok(vec![]);
+        }
+        let batches = match self.run_checks(checks).await {
+            Ok(result) => result.batches,
+            Err(e) => {
+                return Err(DataFusionError::Execution(format!(
+                    "TRAIN MODEL {model} refused: {}",
+                    e.to_string().trim_start_matches("Execution error: ")
+                )))
+            }
+        };
+        let mut outcomes = vec![];
+        for batch in &batches {
+            let text = |i: usize| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+            };
+            let values = batch
+                .column(4)
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .cloned();
+            if let (
+                Some(run),
+                Some(check),
+                Some(constraint),
+                Some(metric),
+                Some(values),
+                Some(status),
+                Some(severity),
+            ) = (text(0), text(1), text(2), text(3), values, text(6), text(7))
+            {
+                for r in 0..batch.num_rows() {
+                    outcomes.push(CheckOutcome {
+                        run_id: run.value(r).to_string(),
+                        check: check.value(r).to_string(),
+                        constraint: constraint.value(r).to_string(),
+                        metric: metric.value(r).to_string(),
+                        value: values.value(r),
+                        status: status.value(r).to_string(),
+                        severity: severity.value(r).to_string(),
+                    });
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
     async fn run_checks(&self, checks: Vec<CheckDef>) -> Result<StatementResult> {
         let run_id = uuid::Uuid::new_v4().to_string();
         let mut batches = vec![];
@@ -785,7 +864,7 @@ impl KilnSession {
                 );
                 match severity {
                     Severity::Error => errors.push(described),
-                    Severity::Warn => warnings.push(format!("warning: {described}")),
+                    Severity::Warn => warnings.push(described),
                 }
             }
             rows.push([

@@ -651,6 +651,14 @@ impl KilnSession {
                     .unwrap_or_default(),
             ),
             ("kiln_version".into(), card.kiln_version.clone()),
+            (
+                "checks".into(),
+                card.checks
+                    .iter()
+                    .map(|c| format!("{}: {} = {} ({})", c.check, c.constraint, c.value, c.status))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
         ];
         for record in &card.epochs {
             let mut text = format!("train_loss={:.6}", record.train_loss);
@@ -707,6 +715,19 @@ impl KilnSession {
 
         let state = self.context().state();
         let plan = state.create_logical_plan(&train.query).await?;
+        let mut source_tables = vec![];
+        plan.apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                source_tables.push(scan.table_name.table().to_string());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        source_tables.sort();
+        source_tables.dedup();
+        // Governance first: an ERROR check failing on a source table refuses training.
+        let check_outcomes = self
+            .checks_before_training(&train.name, &source_tables)
+            .await?;
         let schema = plan.schema().as_arrow().clone();
         let column_names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         if model_type.is_supervised() && train.label.is_none() {
@@ -1042,15 +1063,6 @@ impl KilnSession {
             }
         }
 
-        let mut source_tables = vec![];
-        plan.apply(|node| {
-            if let LogicalPlan::TableScan(scan) = node {
-                source_tables.push(scan.table_name.table().to_string());
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        source_tables.sort();
-        source_tables.dedup();
         let final_metrics = epochs.last().and_then(|e| e.validation.clone());
         let mut card = ModelCard {
             name: train.name.clone(),
@@ -1071,6 +1083,7 @@ impl KilnSession {
             source_tables,
             warm_started_from: warm_from,
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),
+            checks: check_outcomes,
         };
         let version = registry.publish(&model, &mut card)?;
         Ok(StatementResult::message(format!(

@@ -40,6 +40,9 @@ pub struct ModelCard {
     pub source_tables: Vec<String>,
     pub warm_started_from: Option<u64>,
     pub kiln_version: String,
+    /// The checks on the source tables that ran before training (lineage).
+    #[serde(default)]
+    pub checks: Vec<crate::checks::CheckOutcome>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -47,3 +47,37 @@ async fn all_constraints_of_a_check_share_one_scan() {
         rows(&result)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_model_card_lists_the_checks_that_ran_before_training() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    s.execute(
+        "CREATE TABLE pts AS SELECT CAST(n AS DOUBLE) AS x, CAST(n % 2 AS INT) AS y \
+         FROM (SELECT unnest(range(0, 100)) AS n)",
+    )
+    .await
+    .unwrap();
+    s.execute(
+        "CREATE CHECK pts_labels ON pts (EXPECT y IN (0, 1), \
+         EXPECT ROW_COUNT BETWEEN 1 AND 50 SEVERITY WARN)",
+    )
+    .await
+    .unwrap();
+    s.execute("TRAIN MODEL m USING logistic_regression OPTIONS (epochs = 1) LABEL y AS SELECT x, y FROM pts")
+        .await
+        .unwrap();
+    let warnings = s.take_warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("EXPECT ROW_COUNT BETWEEN 1 AND 50")),
+        "{warnings:?}"
+    );
+    let described = rows(&s.execute("DESCRIBE MODEL m").await.unwrap());
+    let checks = &described.iter().find(|r| r[0] == "checks").unwrap()[1];
+    assert_eq!(
+        checks,
+        "pts_labels: y IN (0, 1) = 0 (pass); pts_labels: ROW_COUNT BETWEEN 1 AND 50 = 100 (fail)"
+    );
+}
