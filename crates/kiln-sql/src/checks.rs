@@ -63,6 +63,8 @@ pub enum Expectation {
     Row { expression: String },
     /// The number of rows lies in `[low, high]`.
     RowCount { low: f64, high: f64 },
+    /// No value of `columns` contains personal data ([`crate::pii::pii_kind`]).
+    NoPii { columns: Vec<String> },
 }
 
 /// An expectation with its own severity and the text it was written as.
@@ -225,10 +227,17 @@ fn expectation(parser: &mut Parser) -> Result<Expectation> {
             let high = number(parser, "ROW_COUNT")?;
             Ok(Expectation::RowCount { low, high })
         }
-        ("REFERENCES" | "FRESHNESS" | "SCHEMA" | "NO", _) => {
+        ("NO", "PII") => {
+            parser.next_token();
+            parser.next_token();
+            Ok(Expectation::NoPii {
+                columns: column_list(parser, "EXPECT NO PII (columns)")?,
+            })
+        }
+        ("REFERENCES" | "FRESHNESS" | "SCHEMA", _) => {
             Err(DataFusionError::NotImplemented(format!(
                 "EXPECT {first} is not supported yet; supported now: NOT NULL, UNIQUE, BETWEEN, \
-                 IN, MATCHES, ROW, ROW_COUNT"
+                 IN, MATCHES, ROW, ROW_COUNT, NO PII"
             )))
         }
         _ => {
@@ -431,6 +440,7 @@ fn constraint_text(e: &Expectation) -> String {
         Expectation::Matches { column, pattern } => format!("{column} MATCHES '{pattern}'"),
         Expectation::Row { expression } => format!("ROW ({expression})"),
         Expectation::RowCount { low, high } => format!("ROW_COUNT BETWEEN {low} AND {high}"),
+        Expectation::NoPii { columns } => format!("NO PII ({})", columns.join(", ")),
     }
 }
 
@@ -547,6 +557,20 @@ fn measures(check: &CheckDef) -> Vec<Measure> {
                 threshold: "= 0".to_string(),
                 passes: Box::new(|v, _| v == 0.0),
             }),
+            Expectation::NoPii { columns } => {
+                for column in columns {
+                    out.push(Measure {
+                        constraint: i,
+                        metric: format!("pii_rows({column})"),
+                        sql: format!(
+                            "CAST({} AS DOUBLE)",
+                            failing(format!("pii_kind(CAST({} AS VARCHAR)) IS NOT NULL", quote(column)))
+                        ),
+                        threshold: "= 0".to_string(),
+                        passes: Box::new(|v, _| v == 0.0),
+                    });
+                }
+            }
             Expectation::RowCount { low, high } => {
                 let (low, high) = (*low, *high);
                 out.push(Measure {

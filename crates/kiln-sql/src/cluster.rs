@@ -71,7 +71,10 @@ pub fn kiln_state(config: SessionConfig, lake: &Path) -> Result<SessionState> {
         .with_default_features()
         .with_query_planner(Arc::new(KilnQueryPlanner))
         .build();
-    for udf in predict_udfs(lake.to_path_buf()) {
+    for udf in predict_udfs(lake.to_path_buf())
+        .into_iter()
+        .chain(crate::pii::pii_udfs())
+    {
         datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf))?;
     }
     Ok(state)

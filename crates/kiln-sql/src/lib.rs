@@ -45,6 +45,7 @@ pub mod logical;
 pub mod ml;
 pub mod parser;
 pub mod physical;
+pub mod pii;
 pub mod registry;
 mod session;
 pub mod udf;

@@ -199,7 +199,10 @@ impl KilnSession {
         let state = state.upgrade_for_ballista(scheduler_url)?;
         let ctx = SessionContext::new_with_state(state);
         // Ballista's upgrade rebuilds the client's function list: register again.
-        for udf in predict_udfs(lake.root().to_path_buf()) {
+        for udf in predict_udfs(lake.root().to_path_buf())
+            .into_iter()
+            .chain(crate::pii::pii_udfs())
+        {
             ctx.register_udf(udf);
         }
         let allowed_paths = if options.allowed_paths.is_empty() && options.cluster.is_none() {
