@@ -75,6 +75,20 @@ pub struct Constraint {
     pub text: String,
 }
 
+/// What a run does with rows that fail row-level expectations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Fail (ERROR) or record (WARN), leaving the data as it is.
+    #[default]
+    Fail,
+    /// Move failing rows, with the names of the constraints they failed, to
+    /// `table`, and publish the passing rows.
+    Quarantine { table: String },
+    /// Publish only the passing rows.
+    Filter,
+}
+
 /// A stored check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckDef {
@@ -83,6 +97,8 @@ pub struct CheckDef {
     pub filter: Option<String>,
     pub constraints: Vec<Constraint>,
     pub severity: Severity,
+    #[serde(default)]
+    pub on_failure: OnFailure,
 }
 
 /// A parsed check statement.
@@ -355,14 +371,24 @@ pub fn parse(sql: &str) -> Result<Option<CheckStatement>> {
                 "CREATE CHECK ... (EXPECT ..., ...)",
             )?;
             let severity = severity(&mut parser)?.unwrap_or(Severity::Error);
+            let mut on_failure = OnFailure::Fail;
             if take(&mut parser, "ON") {
                 expect(&mut parser, "FAILURE", "ON FAILURE")?;
-                if !take(&mut parser, "FAIL") {
-                    return Err(DataFusionError::NotImplemented(format!(
-                        "ON FAILURE {} is not supported yet; use ON FAILURE FAIL (the default)",
+                on_failure = if take(&mut parser, "FAIL") {
+                    OnFailure::Fail
+                } else if take(&mut parser, "FILTER") {
+                    OnFailure::Filter
+                } else if take(&mut parser, "QUARANTINE") {
+                    expect(&mut parser, "INTO", "ON FAILURE QUARANTINE INTO table")?;
+                    OnFailure::Quarantine {
+                        table: name(&mut parser, "a quarantine table")?,
+                    }
+                } else {
+                    return Err(syntax(format!(
+                        "ON FAILURE must be FAIL, QUARANTINE INTO table or FILTER, found {}",
                         parser.peek_token()
                     )));
-                }
+                };
             }
             end(&parser, "CREATE CHECK")?;
             CheckStatement::Create {
@@ -372,6 +398,7 @@ pub fn parse(sql: &str) -> Result<Option<CheckStatement>> {
                     filter,
                     constraints,
                     severity,
+                    on_failure,
                 },
                 or_replace,
             }
@@ -455,26 +482,43 @@ struct Measure {
     metric: String,
     sql: String,
     threshold: String,
-    passes: Box<dyn Fn(f64, f64) -> bool + Send>,
+    passes: Box<dyn Fn(f64) -> bool + Send>,
+    /// For row-level expectations: the predicate true on a failing row.
+    row_condition: Option<String>,
+}
+
+impl Measure {
+    /// A count of failing rows that must be zero.
+    fn failing_rows(constraint: usize, metric: String, condition: String) -> Self {
+        Self {
+            constraint,
+            metric,
+            sql: format!("CAST(sum(CASE WHEN {condition} THEN 1 ELSE 0 END) AS DOUBLE)"),
+            threshold: "= 0".to_string(),
+            passes: Box::new(|v| v == 0.0),
+            row_condition: Some(condition),
+        }
+    }
 }
 
 fn measures(check: &CheckDef) -> Vec<Measure> {
-    let failing = |cond: String| format!("sum(CASE WHEN {cond} THEN 1 ELSE 0 END)");
     let mut out = vec![];
     for (i, c) in check.constraints.iter().enumerate() {
         match &c.expect {
             Expectation::NotNull { columns, tolerance } => {
                 for column in columns {
                     let tolerance = *tolerance;
+                    let condition = format!("{} IS NULL", quote(column));
                     out.push(Measure {
                         constraint: i,
                         metric: format!("null_fraction({column})"),
                         sql: format!(
-                            "CAST({} AS DOUBLE) / CAST(greatest(count(*), 1) AS DOUBLE)",
-                            failing(format!("{} IS NULL", quote(column)))
+                            "CAST(sum(CASE WHEN {condition} THEN 1 ELSE 0 END) AS DOUBLE) \
+                             / CAST(greatest(count(*), 1) AS DOUBLE)"
                         ),
                         threshold: format!("<= {tolerance}"),
-                        passes: Box::new(move |v, _| v <= tolerance + 1e-12),
+                        passes: Box::new(move |v| v <= tolerance + 1e-12),
+                        row_condition: Some(condition),
                     });
                 }
             }
@@ -500,75 +544,51 @@ fn measures(check: &CheckDef) -> Vec<Measure> {
                     constraint: i,
                     metric: "duplicate_rows".to_string(),
                     sql: format!(
-                        "CAST({} - count(DISTINCT CASE WHEN {all_present} THEN {key} END) AS DOUBLE)",
-                        failing(all_present.clone())
+                        "CAST(sum(CASE WHEN {all_present} THEN 1 ELSE 0 END) \
+                         - count(DISTINCT CASE WHEN {all_present} THEN {key} END) AS DOUBLE)"
                     ),
                     threshold: "= 0".to_string(),
-                    passes: Box::new(|v, _| v == 0.0),
+                    passes: Box::new(|v| v == 0.0),
+                    row_condition: None,
                 });
             }
-            Expectation::Between { column, low, high } => out.push(Measure {
-                constraint: i,
-                metric: "failing_rows".to_string(),
-                sql: format!(
-                    "CAST({} AS DOUBLE)",
-                    failing(format!(
-                        "{col} IS NOT NULL AND NOT ({col} BETWEEN {low} AND {high})",
-                        col = quote(column)
-                    ))
+            Expectation::Between { column, low, high } => out.push(Measure::failing_rows(
+                i,
+                "failing_rows".to_string(),
+                format!(
+                    "{col} IS NOT NULL AND NOT ({col} BETWEEN {low} AND {high})",
+                    col = quote(column)
                 ),
-                threshold: "= 0".to_string(),
-                passes: Box::new(|v, _| v == 0.0),
-            }),
-            Expectation::In { column, values } => out.push(Measure {
-                constraint: i,
-                metric: "failing_rows".to_string(),
-                sql: format!(
-                    "CAST({} AS DOUBLE)",
-                    failing(format!(
-                        "{col} IS NOT NULL AND NOT ({col} IN ({}))",
-                        values.join(", "),
-                        col = quote(column)
-                    ))
+            )),
+            Expectation::In { column, values } => out.push(Measure::failing_rows(
+                i,
+                "failing_rows".to_string(),
+                format!(
+                    "{col} IS NOT NULL AND NOT ({col} IN ({}))",
+                    values.join(", "),
+                    col = quote(column)
                 ),
-                threshold: "= 0".to_string(),
-                passes: Box::new(|v, _| v == 0.0),
-            }),
-            Expectation::Matches { column, pattern } => out.push(Measure {
-                constraint: i,
-                metric: "failing_rows".to_string(),
-                sql: format!(
-                    "CAST({} AS DOUBLE)",
-                    failing(format!(
-                        "{col} IS NOT NULL AND NOT regexp_like(CAST({col} AS VARCHAR), '{pattern}')",
-                        col = quote(column)
-                    ))
+            )),
+            Expectation::Matches { column, pattern } => out.push(Measure::failing_rows(
+                i,
+                "failing_rows".to_string(),
+                format!(
+                    "{col} IS NOT NULL AND NOT regexp_like(CAST({col} AS VARCHAR), '{pattern}')",
+                    col = quote(column)
                 ),
-                threshold: "= 0".to_string(),
-                passes: Box::new(|v, _| v == 0.0),
-            }),
-            Expectation::Row { expression } => out.push(Measure {
-                constraint: i,
-                metric: "failing_rows".to_string(),
-                sql: format!(
-                    "CAST({} AS DOUBLE)",
-                    failing(format!("NOT coalesce(({expression}), false)"))
-                ),
-                threshold: "= 0".to_string(),
-                passes: Box::new(|v, _| v == 0.0),
-            }),
+            )),
+            Expectation::Row { expression } => out.push(Measure::failing_rows(
+                i,
+                "failing_rows".to_string(),
+                format!("NOT coalesce(({expression}), false)"),
+            )),
             Expectation::NoPii { columns } => {
                 for column in columns {
-                    out.push(Measure {
-                        constraint: i,
-                        metric: format!("pii_rows({column})"),
-                        sql: format!(
-                            "CAST({} AS DOUBLE)",
-                            failing(format!("pii_kind(CAST({} AS VARCHAR)) IS NOT NULL", quote(column)))
-                        ),
-                        threshold: "= 0".to_string(),
-                        passes: Box::new(|v, _| v == 0.0),
-                    });
+                    out.push(Measure::failing_rows(
+                        i,
+                        format!("pii_rows({column})"),
+                        format!("pii_kind(CAST({} AS VARCHAR)) IS NOT NULL", quote(column)),
+                    ));
                 }
             }
             Expectation::RowCount { low, high } => {
@@ -578,7 +598,8 @@ fn measures(check: &CheckDef) -> Vec<Measure> {
                     metric: "row_count".to_string(),
                     sql: "CAST(count(*) AS DOUBLE)".to_string(),
                     threshold: format!("between {low} and {high}"),
-                    passes: Box::new(move |v, _| v >= low && v <= high),
+                    passes: Box::new(move |v| v >= low && v <= high),
+                    row_condition: None,
                 });
             }
         }
@@ -639,6 +660,9 @@ pub struct CheckRun {
     pub errors: Vec<String>,
     /// Failed constraints of severity WARN, described.
     pub warnings: Vec<String>,
+    /// Failed row-level constraints: the failing-row predicate and the
+    /// constraint's text (for QUARANTINE / FILTER).
+    pub failing_rows: Vec<(String, String)>,
 }
 
 impl KilnSession {
@@ -834,6 +858,7 @@ impl KilnSession {
         let run_id = uuid::Uuid::new_v4().to_string();
         let mut batches = vec![];
         let mut errors = vec![];
+        let mut handling = vec![];
         for check in &checks {
             let run = self.run_check(check, &run_id).await?;
             errors.extend(run.errors);
@@ -841,8 +866,14 @@ impl KilnSession {
                 self.push_warning(warning);
             }
             batches.push(run.batch);
+            if !run.failing_rows.is_empty() {
+                handling.push((check, run.failing_rows));
+            }
         }
         self.record_check_results(&batches)?;
+        for (check, failing) in handling {
+            self.separate_failing_rows(check, &failing).await?;
+        }
         if !errors.is_empty() {
             return Err(DataFusionError::Execution(format!(
                 "{} (results recorded in kiln.check_results, run {run_id})",
@@ -873,15 +904,26 @@ impl KilnSession {
         let now = crate::ml::now_utc();
         let mut rows: Vec<[String; 8]> = vec![];
         let mut numbers = vec![];
-        let (mut errors, mut warnings) = (vec![], vec![]);
+        let (mut errors, mut warnings, mut failing_rows) = (vec![], vec![], vec![]);
         for (m, value) in measures.iter().zip(&values) {
             let constraint = &check.constraints[m.constraint];
             let severity = constraint.severity.unwrap_or(check.severity);
             // No rows: nothing violates a row-level expectation.
             let v = value.unwrap_or(0.0);
-            let passed = (m.passes)(v, 0.0);
-            let status = if passed { "pass" } else { "fail" };
-            if !passed {
+            let passed = (m.passes)(v);
+            let handled =
+                !passed && check.on_failure != OnFailure::Fail && m.row_condition.is_some();
+            let status = match (passed, handled, &check.on_failure) {
+                (true, _, _) => "pass",
+                (false, true, OnFailure::Quarantine { .. }) => "quarantined",
+                (false, true, _) => "filtered",
+                (false, false, _) => "fail",
+            };
+            if handled {
+                if let Some(condition) = &m.row_condition {
+                    failing_rows.push((condition.clone(), constraint.text.clone()));
+                }
+            } else if !passed {
                 let described = format!(
                     "check '{}' failed: EXPECT {} ({} = {v}, expected {})",
                     check.name, constraint.text, m.metric, m.threshold
@@ -926,11 +968,67 @@ impl KilnSession {
             batch,
             errors,
             warnings,
+            failing_rows,
         })
     }
 }
 
 impl KilnSession {
+    /// QUARANTINE INTO / FILTER: appends the rows failing any of `failing`
+    /// (with the names of the constraints they fail) to the quarantine table,
+    /// then publishes the table without them (rows outside the check's WHERE
+    /// stay). Each write is atomic; the quarantine is written first, so an
+    /// interruption between them duplicates rows rather than losing any.
+    async fn separate_failing_rows(
+        &self,
+        check: &CheckDef,
+        failing: &[(String, String)],
+    ) -> Result<()> {
+        let any_fails = failing
+            .iter()
+            .map(|(condition, _)| format!("({condition})"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let scope = check
+            .filter
+            .as_ref()
+            .map(|f| format!("coalesce(({f}), false) AND "))
+            .unwrap_or_default();
+        let bad = format!("{scope}({any_fails})");
+        let table = quote(&check.table);
+        if let OnFailure::Quarantine { table: quarantine } = &check.on_failure {
+            let reasons = failing
+                .iter()
+                .map(|(condition, text)| {
+                    format!(
+                        "CASE WHEN {condition} THEN '{}' END",
+                        text.replace('\'', "''")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let select = format!(
+                "SELECT *, concat_ws('; ', {reasons}) AS failed_constraints FROM {table} WHERE {bad}"
+            );
+            let exists = self.table_names().contains(quarantine);
+            let statement = if exists {
+                format!("INSERT INTO {} {select}", quote(quarantine))
+            } else {
+                format!("CREATE TABLE {} AS {select}", quote(quarantine))
+            };
+            // Boxed: execute() can lead back here (a statement may run checks).
+            let written = Box::pin(self.execute(&statement)).await?;
+            if let Some(message) = written.message {
+                self.push_warning(format!("check '{}': {message}", check.name));
+            }
+        }
+        Box::pin(self.execute(&format!(
+            "INSERT OVERWRITE {table} SELECT * FROM {table} WHERE NOT ({bad})"
+        )))
+        .await?;
+        Ok(())
+    }
+
     /// Appends a run's rows to `kiln.check_results`: one Parquet file per
     /// run, written aside and renamed into place (a reader never sees half).
     fn record_check_results(&self, batches: &[RecordBatch]) -> Result<()> {
