@@ -65,6 +65,31 @@ pub enum Expectation {
     RowCount { low: f64, high: f64 },
     /// No value of `columns` contains personal data ([`crate::pii::pii_kind`]).
     NoPii { columns: Vec<String> },
+    /// The newest `column` value is younger than `interval` (SQL text);
+    /// `max_age_seconds` is resolved by CREATE CHECK.
+    Freshness {
+        column: String,
+        interval: String,
+        max_age_seconds: f64,
+    },
+    /// Columns have these types (`type_sql`, resolved to Arrow type names by
+    /// CREATE CHECK) and, where `not_null`, no NULLs.
+    Schema { columns: Vec<SchemaColumn> },
+    /// Every non-NULL `column` value exists in `other_table.other_column`.
+    References {
+        column: String,
+        other_table: String,
+        other_column: String,
+    },
+}
+
+/// One column of `EXPECT SCHEMA (...)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaColumn {
+    pub name: String,
+    pub type_sql: String,
+    pub arrow_type: String,
+    pub not_null: bool,
 }
 
 /// An expectation with its own severity and the text it was written as.
@@ -250,11 +275,57 @@ fn expectation(parser: &mut Parser) -> Result<Expectation> {
                 columns: column_list(parser, "EXPECT NO PII (columns)")?,
             })
         }
-        ("REFERENCES" | "FRESHNESS" | "SCHEMA", _) => {
-            Err(DataFusionError::NotImplemented(format!(
-                "EXPECT {first} is not supported yet; supported now: NOT NULL, UNIQUE, BETWEEN, \
-                 IN, MATCHES, ROW, ROW_COUNT, NO PII"
-            )))
+        ("FRESHNESS", _) => {
+            parser.next_token();
+            let columns = column_list(parser, "EXPECT FRESHNESS (column) < INTERVAL '...'")?;
+            let [column] = columns.as_slice() else {
+                return Err(syntax("EXPECT FRESHNESS takes one timestamp column"));
+            };
+            token(
+                parser,
+                Token::Lt,
+                "EXPECT FRESHNESS (column) < INTERVAL '...'",
+            )?;
+            let interval = parser.parse_expr().map_err(|e| syntax(e.to_string()))?;
+            Ok(Expectation::Freshness {
+                column: column.clone(),
+                interval: interval.to_string(),
+                max_age_seconds: f64::NAN,
+            })
+        }
+        ("SCHEMA", _) => {
+            parser.next_token();
+            token(
+                parser,
+                Token::LParen,
+                "EXPECT SCHEMA (column TYPE [NOT NULL], ...)",
+            )?;
+            let mut columns = vec![];
+            loop {
+                let column = name(parser, "a column in EXPECT SCHEMA")?;
+                let data_type = parser
+                    .parse_data_type()
+                    .map_err(|e| syntax(format!("EXPECT SCHEMA column {column}: {e}")))?;
+                let not_null = take(parser, "NOT");
+                if not_null {
+                    expect(parser, "NULL", "EXPECT SCHEMA (column TYPE NOT NULL)")?;
+                }
+                columns.push(SchemaColumn {
+                    name: column,
+                    type_sql: data_type.to_string(),
+                    arrow_type: String::new(),
+                    not_null,
+                });
+                if !parser.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
+            token(
+                parser,
+                Token::RParen,
+                "EXPECT SCHEMA (column TYPE [NOT NULL], ...)",
+            )?;
+            Ok(Expectation::Schema { columns })
         }
         _ => {
             use datafusion::sql::sqlparser::ast::Expr;
@@ -286,6 +357,19 @@ fn expectation(parser: &mut Parser) -> Result<Expectation> {
                     column: column_of(expr).expect("checked"),
                     values: list.iter().map(ToString::to_string).collect(),
                 }),
+                e if column_of(e).is_some() && take(parser, "REFERENCES") => {
+                    let column = column_of(e).expect("checked");
+                    let other_table = name(parser, "a table after REFERENCES")?;
+                    let other = column_list(parser, "EXPECT col REFERENCES table (column)")?;
+                    let [other_column] = other.as_slice() else {
+                        return Err(syntax("REFERENCES takes one column"));
+                    };
+                    Ok(Expectation::References {
+                        column,
+                        other_table,
+                        other_column: other_column.clone(),
+                    })
+                }
                 e if column_of(e).is_some() && take(parser, "MATCHES") => {
                     let column = column_of(e).expect("checked");
                     match parser.next_token().token {
@@ -468,6 +552,29 @@ fn constraint_text(e: &Expectation) -> String {
         Expectation::Row { expression } => format!("ROW ({expression})"),
         Expectation::RowCount { low, high } => format!("ROW_COUNT BETWEEN {low} AND {high}"),
         Expectation::NoPii { columns } => format!("NO PII ({})", columns.join(", ")),
+        Expectation::Freshness {
+            column, interval, ..
+        } => format!("FRESHNESS ({column}) < {interval}"),
+        Expectation::Schema { columns } => format!(
+            "SCHEMA ({})",
+            columns
+                .iter()
+                .map(|c| format!(
+                    "{} {}{}",
+                    c.name,
+                    c.type_sql,
+                    if c.not_null { " NOT NULL" } else { "" }
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Expectation::References {
+            column,
+            other_table,
+            other_column,
+        } => {
+            format!("{column} REFERENCES {other_table} ({other_column})")
+        }
     }
 }
 
@@ -591,6 +698,54 @@ fn measures(check: &CheckDef) -> Vec<Measure> {
                     ));
                 }
             }
+            Expectation::Freshness { column, max_age_seconds, .. } => {
+                let limit = *max_age_seconds;
+                out.push(Measure {
+                    constraint: i,
+                    metric: format!("age_seconds({column})"),
+                    sql: format!(
+                        "CAST(date_part('epoch', now()) - date_part('epoch', max({})) AS DOUBLE)",
+                        quote(column)
+                    ),
+                    threshold: format!("< {limit}"),
+                    passes: Box::new(move |v| v < limit),
+                    row_condition: None,
+                });
+            }
+            Expectation::Schema { columns } => {
+                for c in columns {
+                    let expected = c.arrow_type.replace('\'', "''");
+                    out.push(Measure {
+                        constraint: i,
+                        metric: format!("type_mismatch({})", c.name),
+                        sql: format!(
+                            "CAST(coalesce(max(CASE WHEN arrow_typeof({}) = '{expected}' THEN 0 ELSE 1 END), 0) AS DOUBLE)",
+                            quote(&c.name)
+                        ),
+                        threshold: format!("= 0 (type {})", c.arrow_type),
+                        passes: Box::new(|v| v == 0.0),
+                        row_condition: None,
+                    });
+                    if c.not_null {
+                        out.push(Measure::failing_rows(
+                            i,
+                            format!("null_rows({})", c.name),
+                            format!("{} IS NULL", quote(&c.name)),
+                        ));
+                    }
+                }
+            }
+            Expectation::References { column, .. } => out.push(Measure {
+                constraint: i,
+                metric: "missing_references".to_string(),
+                sql: format!(
+                    "CAST(sum(CASE WHEN checked.{} IS NOT NULL AND __ref{i} IS NULL THEN 1 ELSE 0 END) AS DOUBLE)",
+                    quote(column)
+                ),
+                threshold: "= 0".to_string(),
+                passes: Box::new(|v| v == 0.0),
+                row_condition: None,
+            }),
             Expectation::RowCount { low, high } => {
                 let (low, high) = (*low, *high);
                 out.push(Measure {
@@ -614,8 +769,23 @@ pub fn check_query(check: &CheckDef) -> String {
         .enumerate()
         .map(|(i, m)| format!("{} AS m{i}", m.sql))
         .collect();
+    // REFERENCES: one left join per referenced table (the checked table is still scanned once).
+    let joins: String = check
+        .constraints
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match &c.expect {
+            Expectation::References { column, other_table, other_column } => Some(format!(
+                " LEFT JOIN (SELECT DISTINCT {} AS __ref{i} FROM {}) AS r{i} ON checked.{} = r{i}.__ref{i}",
+                quote(other_column),
+                quote(other_table),
+                quote(column)
+            )),
+            _ => None,
+        })
+        .collect();
     format!(
-        "SELECT {} FROM (SELECT * FROM {}{}) AS checked",
+        "SELECT {} FROM (SELECT * FROM {}{}) AS checked{joins}",
         selections.join(", "),
         quote(&check.table),
         check
@@ -751,7 +921,56 @@ impl KilnSession {
         }
     }
 
-    async fn create_check(&self, check: CheckDef, or_replace: bool) -> Result<StatementResult> {
+    /// Resolves what CREATE CHECK can fix once: interval lengths and Arrow type names.
+    async fn resolve(&self, check: &mut CheckDef) -> Result<()> {
+        for constraint in &mut check.constraints {
+            match &mut constraint.expect {
+                Expectation::Freshness {
+                    interval,
+                    max_age_seconds,
+                    ..
+                } => {
+                    let value = self
+                        .scalar_text(&format!(
+                            "SELECT CAST(date_part('epoch', {interval}) AS DOUBLE)"
+                        ))
+                        .await?;
+                    *max_age_seconds = value.parse().map_err(|_| {
+                        DataFusionError::Plan(format!(
+                            "EXPECT FRESHNESS: {interval} is not an interval"
+                        ))
+                    })?;
+                }
+                Expectation::Schema { columns } => {
+                    for c in columns {
+                        c.arrow_type = self
+                            .scalar_text(&format!(
+                                "SELECT arrow_typeof(CAST(NULL AS {}))",
+                                c.type_sql
+                            ))
+                            .await?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn scalar_text(&self, sql: &str) -> Result<String> {
+        let batches = self.context().sql(sql).await?.collect().await?;
+        let value = batches
+            .first()
+            .filter(|b| b.num_rows() > 0)
+            .map(|b| datafusion::arrow::util::display::array_value_to_string(b.column(0), 0))
+            .transpose()?;
+        value.ok_or_else(|| DataFusionError::Internal(format!("no value from {sql}")))
+    }
+
+    async fn create_check(&self, mut check: CheckDef, or_replace: bool) -> Result<StatementResult> {
+        self.resolve(&mut check)
+            .await
+            .map_err(|e| DataFusionError::Plan(format!("CREATE CHECK {}: {e}", check.name)))?;
         if !self.table_names().contains(&check.table) {
             return Err(DataFusionError::Plan(format!(
                 "CREATE CHECK {}: table '{}' not found",
