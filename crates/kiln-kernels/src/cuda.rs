@@ -175,6 +175,20 @@ fn grid(n: usize) -> LaunchConfig {
     }
 }
 
+/// The trailing integer arguments of kiln_im2col / kiln_col2im.
+fn geometry(s: &Conv2d) -> [i32; 8] {
+    [
+        s.in_channels as i32,
+        s.height as i32,
+        s.width as i32,
+        s.kernel as i32,
+        s.stride as i32,
+        s.padding as i32,
+        s.out_height() as i32,
+        s.out_width() as i32,
+    ]
+}
+
 fn act_code(act: Activation) -> i32 {
     match act {
         Activation::Identity => 0,
@@ -905,21 +919,12 @@ impl CudaBackend {
         image: &cudarc::driver::CudaView<f32>,
         col: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let args = [
-            s.in_channels as i32,
-            s.height as i32,
-            s.width as i32,
-            s.kernel as i32,
-            s.stride as i32,
-            s.padding as i32,
-            s.out_height() as i32,
-            s.out_width() as i32,
-        ];
+        let args = geometry(s);
         let mut launch = self.stream.launch_builder(self.function("kiln_im2col"));
         launch.arg(image).arg(col);
-        for a in &args {
+        args.iter().for_each(|a| {
             launch.arg(a);
-        }
+        });
         // SAFETY: matches kiln_im2col(const float*, float*, 8 ints); `col`
         // holds patch_len · pixels elements.
         unsafe { launch.launch(grid(s.patch_len() * s.out_height() * s.out_width())) }
@@ -933,21 +938,12 @@ impl CudaBackend {
         col: &CudaSlice<f32>,
         image: &mut cudarc::driver::CudaViewMut<f32>,
     ) -> Result<()> {
-        let args = [
-            s.in_channels as i32,
-            s.height as i32,
-            s.width as i32,
-            s.kernel as i32,
-            s.stride as i32,
-            s.padding as i32,
-            s.out_height() as i32,
-            s.out_width() as i32,
-        ];
+        let args = geometry(s);
         let mut launch = self.stream.launch_builder(self.function("kiln_col2im"));
         launch.arg(col).arg(image);
-        for a in &args {
+        args.iter().for_each(|a| {
             launch.arg(a);
-        }
+        });
         // SAFETY: matches kiln_col2im(const float*, float*, 8 ints) over one image.
         unsafe { launch.launch(grid(s.in_channels * s.height * s.width)) }
             .map_err(cuda_error("col2im"))?;

@@ -136,10 +136,6 @@ pub enum CheckStatement {
     Drop { name: String, if_exists: bool },
 }
 
-fn syntax(message: impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::Plan(format!("syntax error: {message}"))
-}
-
 fn word(parser: &Parser, n: usize) -> String {
     match &parser.peek_nth_token(n).token {
         Token::Word(w) => w.value.to_ascii_uppercase(),
@@ -147,36 +143,7 @@ fn word(parser: &Parser, n: usize) -> String {
     }
 }
 
-fn take(parser: &mut Parser, expected: &str) -> bool {
-    if word(parser, 0) == expected {
-        parser.next_token();
-        true
-    } else {
-        false
-    }
-}
-
-fn expect(parser: &mut Parser, expected: &str, context: &str) -> Result<()> {
-    if take(parser, expected) {
-        Ok(())
-    } else {
-        Err(syntax(format!(
-            "{context}: expected {expected}, found {}",
-            parser.peek_token()
-        )))
-    }
-}
-
-fn name(parser: &mut Parser, what: &str) -> Result<String> {
-    let id = parser
-        .parse_identifier()
-        .map_err(|e| syntax(format!("expected {what}: {e}")))?;
-    Ok(if id.quote_style.is_some() {
-        id.value
-    } else {
-        id.value.to_lowercase()
-    })
-}
+use crate::ml::{expect_word as expect, ident as name, syntax, take_word as take};
 
 fn token(parser: &mut Parser, t: Token, context: &str) -> Result<()> {
     parser
@@ -857,14 +824,7 @@ impl KilnSession {
                 self.run_checks(vec![check]).await
             }
             CheckStatement::RunOn { table } => {
-                let checks: Vec<CheckDef> = self
-                    .lake()
-                    .catalog()
-                    .map_err(lake)?
-                    .checks
-                    .into_values()
-                    .filter(|c| c.table == table)
-                    .collect();
+                let checks = self.checks_on(std::slice::from_ref(&table))?;
                 if checks.is_empty() {
                     return Err(DataFusionError::Plan(format!(
                         "no checks are defined on table '{table}'; create one with CREATE CHECK name ON {table} (...)"
@@ -1006,6 +966,17 @@ impl KilnSession {
         }))
     }
 
+    fn checks_on(&self, tables: &[String]) -> Result<Vec<CheckDef>> {
+        Ok(self
+            .lake()
+            .catalog()
+            .map_err(lake)?
+            .checks
+            .into_values()
+            .filter(|c| tables.contains(&c.table))
+            .collect())
+    }
+
     /// Runs every check defined on `tables` before `model` trains; an ERROR
     /// failure refuses training (results are recorded either way).
     pub(crate) async fn checks_before_training(
@@ -1013,14 +984,7 @@ impl KilnSession {
         model: &str,
         tables: &[String],
     ) -> Result<Vec<CheckOutcome>> {
-        let checks: Vec<CheckDef> = self
-            .lake()
-            .catalog()
-            .map_err(lake)?
-            .checks
-            .into_values()
-            .filter(|c| tables.contains(&c.table))
-            .collect();
+        let checks = self.checks_on(tables)?;
         if checks.is_empty() {
             return Ok(vec![]);
         }

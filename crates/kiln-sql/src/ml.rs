@@ -61,15 +61,15 @@ pub struct TrainStatement {
     pub query: String,
 }
 
-fn syntax(message: impl std::fmt::Display) -> DataFusionError {
+pub(crate) fn syntax(message: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Plan(format!("syntax error: {message}"))
 }
 
-fn next_word_is(parser: &Parser, word: &str) -> bool {
+pub(crate) fn next_word_is(parser: &Parser, word: &str) -> bool {
     matches!(&parser.peek_token().token, Token::Word(w) if w.value.eq_ignore_ascii_case(word))
 }
 
-fn take_word(parser: &mut Parser, word: &str) -> bool {
+pub(crate) fn take_word(parser: &mut Parser, word: &str) -> bool {
     if next_word_is(parser, word) {
         parser.next_token();
         true
@@ -78,7 +78,7 @@ fn take_word(parser: &mut Parser, word: &str) -> bool {
     }
 }
 
-fn expect_word(parser: &mut Parser, word: &str, context: &str) -> Result<()> {
+pub(crate) fn expect_word(parser: &mut Parser, word: &str, context: &str) -> Result<()> {
     if take_word(parser, word) {
         Ok(())
     } else {
@@ -89,7 +89,7 @@ fn expect_word(parser: &mut Parser, word: &str, context: &str) -> Result<()> {
     }
 }
 
-fn ident(parser: &mut Parser, what: &str) -> Result<String> {
+pub(crate) fn ident(parser: &mut Parser, what: &str) -> Result<String> {
     let id = parser
         .parse_identifier()
         .map_err(|e| syntax(format!("expected {what}: {e}")))?;
