@@ -15,9 +15,11 @@
 //!   registry (_models/<name>/vN) ──▶ predict() / PREDICT / EVALUATE
 //! ```
 //! [`KilnSession`] is the entry point: it opens a [`lake::Lake`], starts an
-//! embedded Ballista cluster with [`kiln_session_config`], registers the lake's
+//! embedded Ballista cluster (or connects to one started with [`cluster`]'s
+//! scheduler and executors) with [`kiln_session_config`], registers the lake's
 //! tables, and executes statements one by one ([`KilnSession::execute`]) or as
 //! a script ([`KilnSession::execute_script`], split by [`parser::split_statements`]).
+//! Governance checks ([`checks`], [`pii`]) run as one aggregate query per check.
 //! Errors are DataFusion errors, rewritten by [`diagnostics`] to name the
 //! statement position, table, file or line at fault.
 //!
