@@ -50,6 +50,7 @@ pub mod physical;
 pub mod pii;
 pub mod registry;
 mod session;
+pub mod transform;
 pub mod udf;
 
 pub use session::{

@@ -58,6 +58,8 @@ pub struct TrainStatement {
     pub options: Vec<(String, OptionValue)>,
     pub label: Option<String>,
     pub features: Option<Vec<String>>,
+    /// `TRANSFORM (expr AS name, ...)`, fitted during training.
+    pub transform: Vec<crate::transform::TransformSpec>,
     pub query: String,
 }
 
@@ -211,6 +213,7 @@ pub fn parse(sql: &str) -> Result<Option<MlStatement>> {
                 options: vec![],
                 label: None,
                 features: None,
+                transform: vec![],
                 query: String::new(),
             };
             if take_word(&mut parser, "IF") {
@@ -245,6 +248,24 @@ pub fn parse(sql: &str) -> Result<Option<MlStatement>> {
                     parser
                         .expect_token(&Token::RParen)
                         .map_err(|e| syntax(e.to_string()))?;
+                } else if take_word(&mut parser, "TRANSFORM") {
+                    parser
+                        .expect_token(&Token::LParen)
+                        .map_err(|e| syntax(format!("TRANSFORM (expr AS name, ...): {e}")))?;
+                    loop {
+                        let expr = parser
+                            .parse_expr()
+                            .map_err(|e| syntax(format!("TRANSFORM: {e}")))?;
+                        expect_word(&mut parser, "AS", "TRANSFORM (expr AS name, ...)")?;
+                        let name = ident(&mut parser, "a column name after AS")?;
+                        train.transform.push(crate::transform::spec(&expr, name)?);
+                        if !parser.consume_token(&Token::Comma) {
+                            break;
+                        }
+                    }
+                    parser
+                        .expect_token(&Token::RParen)
+                        .map_err(|e| syntax(format!("TRANSFORM (expr AS name, ...): {e}")))?;
                 } else if take_word(&mut parser, "LABEL") {
                     train.label = Some(ident(&mut parser, "a label column after LABEL")?);
                 } else if take_word(&mut parser, "FEATURES") {
@@ -326,7 +347,13 @@ fn prediction_query(card: &ModelCard, query: &str, keep_input: bool, extra: &[St
     let args: Vec<String> = card
         .features
         .iter()
-        .map(|f| format!("q.{}", quote(&f.name)))
+        .map(|f| {
+            match card.transform.iter().find(|t| t.name == f.name) {
+                // The fitted transform, over the query's raw columns.
+                Some(t) => format!("({})", t.sql),
+                None => format!("q.{}", quote(&f.name)),
+            }
+        })
         .collect();
     let args = args.join(", ");
     let mut select: Vec<String> = if keep_input {
@@ -396,7 +423,7 @@ fn metric_rows(metrics: &Metrics, classes: Option<&[String]>) -> Result<Statemen
 }
 
 impl KilnSession {
-    pub(crate) fn registry(&self) -> ModelRegistry {
+    pub fn registry(&self) -> ModelRegistry {
         ModelRegistry::new(self.lake().root())
     }
 
@@ -453,11 +480,16 @@ impl KilnSession {
     async fn check_prediction_columns(&self, card: &ModelCard, query: &str) -> Result<()> {
         let plan = self.context().state().create_logical_plan(query).await?;
         let schema = plan.schema();
+        let has = |column: &str| schema.fields().iter().any(|q| q.name() == column);
+        // A transformed feature needs its input column; other TRANSFORM
+        // expressions are checked when the query is planned.
         let missing: Vec<&str> = card
             .features
             .iter()
-            .filter(|f| schema.fields().iter().all(|q| q.name() != &f.name))
-            .map(|f| f.name.as_str())
+            .filter_map(|f| match card.transform.iter().find(|t| t.name == f.name) {
+                Some(t) => t.input.as_deref().filter(|input| !has(input)),
+                None => (!has(&f.name)).then_some(f.name.as_str()),
+            })
             .collect();
         if !missing.is_empty() {
             return Err(DataFusionError::Plan(format!(
@@ -682,7 +714,7 @@ impl KilnSession {
         text_rows(schema, vec![keys, values])
     }
 
-    async fn train_model(&self, train: TrainStatement) -> Result<StatementResult> {
+    async fn train_model(&self, mut train: TrainStatement) -> Result<StatementResult> {
         let started = Instant::now();
         validate_model_name(&train.name)?;
         let model_type = ModelType::parse(&train.model_type)
@@ -728,6 +760,26 @@ impl KilnSession {
         let check_outcomes = self
             .checks_before_training(&train.name, &source_tables)
             .await?;
+        // TRANSFORM: fit on the training rows, then train on the transformed query.
+        let source_query = train.query.clone();
+        let fitted = if train.transform.is_empty() {
+            vec![]
+        } else {
+            let columns: Vec<String> = plan
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            let fitted = self.fit_transforms(&train.query, &train.transform).await?;
+            train.query = crate::transform::transformed_query(&train.query, &columns, &fitted);
+            fitted
+        };
+        let plan = if fitted.is_empty() {
+            plan
+        } else {
+            state.create_logical_plan(&train.query).await?
+        };
         let schema = plan.schema().as_arrow().clone();
         let column_names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         if model_type.is_supervised() && train.label.is_none() {
@@ -1079,11 +1131,12 @@ impl KilnSession {
             rows_seen,
             duration_ms: started.elapsed().as_millis() as u64,
             trained_at: now_utc(),
-            source_query: train.query.clone(),
+            source_query,
             source_tables,
             warm_started_from: warm_from,
             kiln_version: env!("CARGO_PKG_VERSION").to_string(),
             checks: check_outcomes,
+            transform: fitted,
         };
         let version = registry.publish(&model, &mut card)?;
         Ok(StatementResult::message(format!(

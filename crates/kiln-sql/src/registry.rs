@@ -43,6 +43,9 @@ pub struct ModelCard {
     /// The checks on the source tables that ran before training (lineage).
     #[serde(default)]
     pub checks: Vec<crate::checks::CheckOutcome>,
+    /// Fitted TRANSFORM expressions, re-applied by PREDICT and EVALUATE.
+    #[serde(default)]
+    pub transform: Vec<crate::transform::FittedTransform>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -167,6 +167,16 @@ impl ScalarUDFImpl for PredictUdf {
         let loaded = self.load(&reference)?;
         let (model, card) = loaded.as_ref();
         let given = args.arg_fields.len().saturating_sub(1);
+        if given != card.features.len() && !card.transform.is_empty() {
+            return Err(DataFusionError::Plan(format!(
+                "model '{}' was trained with TRANSFORM (...): score raw rows with PREDICT MODEL {} AS <query> \
+                 or EVALUATE, which re-apply the fitted transforms; {}() takes the transformed features ({})",
+                card.name,
+                card.name,
+                self.name(),
+                expected_schema(card)
+            )));
+        }
         if given != card.features.len() {
             return Err(DataFusionError::Plan(format!(
                 "{}('{reference}', ...) takes the model's {} feature column(s) ({}), got {given}",

@@ -314,3 +314,71 @@ async fn device_cuda_without_a_gpu_is_a_clear_error_and_auto_falls_back() {
     s.execute(&train("anywhere", "auto")).await.unwrap();
     assert!(accuracy(&s, "anywhere").await > 0.9);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transform_statistics_are_fitted_stored_and_reapplied() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    s.execute(
+        "CREATE TABLE customers AS SELECT n AS id, CAST(20 + n % 50 AS DOUBLE) AS age, \
+         CASE n % 3 WHEN 0 THEN 'NL' WHEN 1 THEN 'DE' ELSE 'FR' END AS country, \
+         CASE WHEN n % 7 = 0 THEN NULL ELSE CAST(n % 100 AS DOUBLE) END AS spend, \
+         CAST((n % 3 = 0 AND n % 50 > 20) AS INT) AS churned FROM (SELECT unnest(range(0, 2000)) AS n)",
+    )
+    .await
+    .unwrap();
+    s.execute(
+        "TRAIN MODEL churn USING logistic_regression OPTIONS (epochs = 20, learning_rate = 0.1) \
+         TRANSFORM (standard_scale(age) AS age, one_hot(country, 2) AS country, impute(spend, 'median') AS spend) \
+         LABEL churned AS SELECT age, country, spend, churned FROM customers",
+    )
+    .await
+    .unwrap();
+    let card = s.registry().card("churn", 1).unwrap();
+    let sql: Vec<&str> = card.transform.iter().map(|t| t.sql.as_str()).collect();
+    // age: mean 44.5, population std of 20..69 = 14.43...; spend: median of the non-NULL values.
+    assert!(
+        sql[0].starts_with("(CAST(\"age\" AS DOUBLE) - 44.5) / 14.43"),
+        "{sql:?}"
+    );
+    // one_hot keeps 2 categories (sorted: DE, FR) plus the "other" slot (NL and NULL).
+    assert!(
+        sql[1].contains("'DE'") && sql[1].contains("'FR'") && !sql[1].contains("'NL' THEN"),
+        "{sql:?}"
+    );
+    assert!(sql[1].contains("FixedSizeList(3, Float64)"), "{sql:?}");
+    assert!(
+        sql[2].starts_with("coalesce(CAST(\"spend\" AS DOUBLE), CAST(49.5 AS DOUBLE))"),
+        "{sql:?}"
+    );
+    assert_eq!(
+        card.features
+            .iter()
+            .find(|f| f.name == "country")
+            .unwrap()
+            .width,
+        3
+    );
+
+    // EVALUATE and PREDICT take raw rows and apply the stored transforms.
+    let metrics = rows(
+        &s.execute("EVALUATE MODEL churn AS SELECT age, country, spend, churned FROM customers")
+            .await
+            .unwrap(),
+    );
+    let accuracy: f64 = metrics.iter().find(|r| r[0] == "accuracy").unwrap()[1]
+        .parse()
+        .unwrap();
+    assert!(accuracy > 0.9, "accuracy with transforms: {accuracy}");
+    let predicted = s
+        .execute(
+            "PREDICT MODEL churn AS SELECT age, country, spend FROM customers WHERE spend IS NULL",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        predicted.row_count(),
+        286,
+        "rows with NULL spend are imputed, not dropped"
+    );
+}
