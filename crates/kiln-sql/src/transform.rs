@@ -7,8 +7,10 @@
 //! `impute(x, 'mean' | 'median' | value)`, `one_hot(x [, max_categories])`
 //! (a vector with one slot per category seen in training, up to
 //! `max_categories` (20) in sorted order, plus an "other" slot for unseen
-//! values and NULL), and the stateless `bucketize(x, [b1, b2, ...])`. Any
-//! other SQL expression is applied as written.
+//! values and NULL), `label_encode(x)` (sorted category index; unseen and
+//! NULL get the next index), and the stateless `bucketize(x, [b1, b2, ...])`
+//! and `polynomial(x, degree)` (a vector `[x, x², …]`). Any other SQL
+//! expression is applied as written.
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::DataType;
@@ -42,6 +44,15 @@ pub enum TransformKind {
     OneHot {
         column: String,
         max_categories: usize,
+    },
+    /// Category index in sorted order; unseen values and NULL get the next index.
+    LabelEncode {
+        column: String,
+    },
+    /// `[x, x², …, x^degree]` as a vector.
+    Polynomial {
+        column: String,
+        degree: usize,
     },
     Bucketize {
         column: String,
@@ -157,6 +168,23 @@ pub fn spec(expr: &Expr, name: String) -> Result<TransformSpec> {
                 max_categories,
             }
         }
+        "label_encode" => TransformKind::LabelEncode {
+            column: column_arg(&function_name, &args)?,
+        },
+        "polynomial" => {
+            let column = column_arg(&function_name, &args)?;
+            let degree = match args.get(1).map(ToString::to_string) {
+                Some(text) => text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|d| (1..=10).contains(d))
+                    .ok_or_else(|| {
+                        syntax("polynomial's degree must be a whole number from 1 to 10")
+                    })?,
+                None => 2,
+            };
+            TransformKind::Polynomial { column, degree }
+        }
         "bucketize" => {
             let column = column_arg(&function_name, &args)?;
             let bounds = match args.get(1) {
@@ -222,11 +250,15 @@ impl KilnSession {
                     )),
                     ImputeWith::Value(_) => {}
                 },
-                TransformKind::OneHot { column, .. } => aggregates.push(format!(
-                    "array_sort(array_agg(DISTINCT CAST({} AS VARCHAR)))",
-                    quote(column)
-                )),
-                TransformKind::Bucketize { .. } | TransformKind::Sql { .. } => {}
+                TransformKind::OneHot { column, .. } | TransformKind::LabelEncode { column } => {
+                    aggregates.push(format!(
+                        "array_sort(array_agg(DISTINCT CAST({} AS VARCHAR)))",
+                        quote(column)
+                    ))
+                }
+                TransformKind::Bucketize { .. }
+                | TransformKind::Polynomial { .. }
+                | TransformKind::Sql { .. } => {}
             }
         }
         let row = if aggregates.is_empty() {
@@ -250,6 +282,19 @@ impl KilnSession {
                 datafusion::arrow::compute::cast(batch.column(i), &DataType::Float64).ok()?;
             let column = column.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
             column.is_valid(0).then(|| column.value(0))
+        };
+        let categories_at = |i: usize| -> Vec<String> {
+            row.as_ref()
+                .and_then(|b| {
+                    let list = b.column(i).as_list_opt::<i32>()?;
+                    (!list.is_null(0)).then(|| {
+                        list.value(0)
+                            .as_string_opt::<i32>()
+                            .map(|s| s.iter().flatten().map(str::to_string).collect())
+                            .unwrap_or_default()
+                    })
+                })
+                .unwrap_or_default()
         };
         let mut next = 0;
         let mut fitted = vec![];
@@ -295,19 +340,7 @@ impl KilnSession {
                     column,
                     max_categories,
                 } => {
-                    let categories: Vec<String> = row
-                        .as_ref()
-                        .and_then(|b| {
-                            let list = b.column(next).as_list_opt::<i32>()?;
-                            (!list.is_null(0)).then(|| {
-                                let values = list.value(0);
-                                values
-                                    .as_string_opt::<i32>()
-                                    .map(|s| s.iter().flatten().map(str::to_string).collect())
-                                    .unwrap_or_default()
-                            })
-                        })
-                        .unwrap_or_default();
+                    let categories = categories_at(next);
                     next += 1;
                     let kept: Vec<String> = categories.into_iter().take(*max_categories).collect();
                     let c = format!("CAST({} AS VARCHAR)", quote(column));
@@ -332,6 +365,42 @@ impl KilnSession {
                             "arrow_cast(make_array({}), 'FixedSizeList({}, Float64)')",
                             slots.join(", "),
                             slots.len()
+                        ),
+                        Some(column),
+                    )
+                }
+                TransformKind::LabelEncode { column } => {
+                    let categories = categories_at(next);
+                    next += 1;
+                    let c = format!("CAST({} AS VARCHAR)", quote(column));
+                    let arms: String = categories
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| format!(" WHEN {c} = {} THEN {i}.0", literal(k)))
+                        .collect();
+                    let unseen = format!("{}.0", categories.len());
+                    let sql = if arms.is_empty() {
+                        unseen
+                    } else {
+                        format!("CASE{arms} ELSE {unseen} END")
+                    };
+                    (sql, Some(column))
+                }
+                TransformKind::Polynomial { column, degree } => {
+                    let c = format!("CAST({} AS DOUBLE)", quote(column));
+                    let powers: Vec<String> = (1..=*degree)
+                        .map(|p| {
+                            if p == 1 {
+                                c.clone()
+                            } else {
+                                format!("power({c}, {p})")
+                            }
+                        })
+                        .collect();
+                    (
+                        format!(
+                            "arrow_cast(make_array({}), 'FixedSizeList({degree}, Float64)')",
+                            powers.join(", ")
                         ),
                         Some(column),
                     )

@@ -382,3 +382,43 @@ async fn transform_statistics_are_fitted_stored_and_reapplied() {
         "rows with NULL spend are imputed, not dropped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn label_encode_and_polynomial_transforms() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    s.execute(
+        "CREATE TABLE curve AS SELECT CAST(n % 21 AS DOUBLE) / 10.0 - 1.0 AS x, \
+         CASE n % 3 WHEN 0 THEN 'low' WHEN 1 THEN 'mid' ELSE 'top' END AS tier, \
+         power(CAST(n % 21 AS DOUBLE) / 10.0 - 1.0, 2) + 0.5 * (n % 3) AS y FROM (SELECT unnest(range(0, 630)) AS n)",
+    )
+    .await
+    .unwrap();
+    s.execute(
+        "TRAIN MODEL curve_fit USING linear_regression OPTIONS (solver = 'normal') \
+         TRANSFORM (polynomial(x, 2) AS x, label_encode(tier) AS tier) LABEL y AS SELECT x, tier, y FROM curve",
+    )
+    .await
+    .unwrap();
+    let card = s.registry().card("curve_fit", 1).unwrap();
+    assert!(
+        card.transform[0].sql.contains("FixedSizeList(2, Float64)"),
+        "{:?}",
+        card.transform
+    );
+    assert_eq!(
+        card.transform[1].sql,
+        "CASE WHEN CAST(\"tier\" AS VARCHAR) = 'low' THEN 0.0 WHEN CAST(\"tier\" AS VARCHAR) = 'mid' THEN 1.0 \
+         WHEN CAST(\"tier\" AS VARCHAR) = 'top' THEN 2.0 ELSE 3.0 END"
+    );
+    // y = x² + 0.5·tier is exactly linear in the transformed features.
+    let metrics = rows(
+        &s.execute("EVALUATE MODEL curve_fit AS SELECT x, tier, y FROM curve")
+            .await
+            .unwrap(),
+    );
+    let r2: f64 = metrics.iter().find(|r| r[0] == "r2").unwrap()[1]
+        .parse()
+        .unwrap();
+    assert!(r2 > 0.9999, "r2 {r2}");
+}
