@@ -1,4 +1,8 @@
-//! Geometry of 2-D convolution and max pooling over NCHW tensors.
+//! Geometry of 2-D convolution and max pooling over NCHW tensors, and the
+//! operand-size checks every backend applies.
+
+use crate::error::expect_len;
+use crate::Result;
 
 /// A 2-D convolution of `batch` images of `in_channels × height × width`
 /// (NCHW, row-major) with `out_channels` square `kernel × kernel` filters,
@@ -51,6 +55,41 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    pub(crate) fn check_forward(
+        &self,
+        input: usize,
+        weights: usize,
+        bias: usize,
+        output: usize,
+    ) -> Result<()> {
+        const OP: &str = "conv2d_forward";
+        expect_len(OP, "input", self.input_len(), input)?;
+        expect_len(OP, "weights", self.weight_len(), weights)?;
+        expect_len(OP, "bias", self.out_channels, bias)?;
+        expect_len(OP, "output", self.output_len(), output)
+    }
+
+    /// Sizes of input, weights, grad_output, grad_weights, grad_bias and (if any) grad_input.
+    pub(crate) fn check_backward(
+        &self,
+        sizes: [usize; 5],
+        grad_input: Option<usize>,
+    ) -> Result<()> {
+        const OP: &str = "conv2d_backward";
+        let [input, weights, grad_output, grad_weights, grad_bias] = sizes;
+        expect_len(OP, "input", self.input_len(), input)?;
+        expect_len(OP, "weights", self.weight_len(), weights)?;
+        expect_len(OP, "grad_output", self.output_len(), grad_output)?;
+        expect_len(OP, "grad_weights", self.weight_len(), grad_weights)?;
+        expect_len(OP, "grad_bias", self.out_channels, grad_bias)?;
+        match grad_input {
+            Some(len) => expect_len(OP, "grad_input", self.input_len(), len),
+            None => Ok(()),
+        }
+    }
+}
+
 fn out_size(input: usize, kernel: usize, stride: usize, padding: usize) -> usize {
     let padded = input + 2 * padding;
     if stride == 0 || padded < kernel {
@@ -87,5 +126,24 @@ impl Pool2d {
 
     pub fn output_len(&self) -> usize {
         self.batch * self.channels * self.out_height() * self.out_width()
+    }
+
+    pub(crate) fn check_forward(&self, input: usize, output: usize, argmax: usize) -> Result<()> {
+        const OP: &str = "max_pool2d_forward";
+        expect_len(OP, "input", self.input_len(), input)?;
+        expect_len(OP, "output", self.output_len(), output)?;
+        expect_len(OP, "argmax", self.output_len(), argmax)
+    }
+
+    pub(crate) fn check_backward(
+        &self,
+        grad_output: usize,
+        argmax: usize,
+        grad_input: usize,
+    ) -> Result<()> {
+        const OP: &str = "max_pool2d_backward";
+        expect_len(OP, "grad_output", self.output_len(), grad_output)?;
+        expect_len(OP, "argmax", self.output_len(), argmax)?;
+        expect_len(OP, "grad_input", self.input_len(), grad_input)
     }
 }

@@ -478,10 +478,7 @@ impl Backend for CudaBackend {
         output: &mut [f32],
     ) -> Result<()> {
         const OP: &str = "conv2d_forward";
-        expect_len(OP, "input", s.input_len(), input.len())?;
-        expect_len(OP, "weights", s.weight_len(), weights.len())?;
-        expect_len(OP, "bias", s.out_channels, bias.len())?;
-        expect_len(OP, "output", s.output_len(), output.len())?;
+        s.check_forward(input.len(), weights.len(), bias.len(), output.len())?;
         let pixels = s.out_height() * s.out_width();
         if s.batch == 0 || pixels == 0 {
             return Ok(());
@@ -508,11 +505,16 @@ impl Backend for CudaBackend {
         grad_bias: &mut [f32],
     ) -> Result<()> {
         const OP: &str = "conv2d_backward";
-        expect_len(OP, "input", s.input_len(), input.len())?;
-        expect_len(OP, "weights", s.weight_len(), weights.len())?;
-        expect_len(OP, "grad_output", s.output_len(), grad_output.len())?;
-        expect_len(OP, "grad_weights", s.weight_len(), grad_weights.len())?;
-        expect_len(OP, "grad_bias", s.out_channels, grad_bias.len())?;
+        s.check_backward(
+            [
+                input.len(),
+                weights.len(),
+                grad_output.len(),
+                grad_weights.len(),
+                grad_bias.len(),
+            ],
+            grad_input.as_ref().map(|g| g.len()),
+        )?;
         let pixels = s.out_height() * s.out_width();
         grad_weights.iter_mut().for_each(|g| *g = 0.0);
         grad_bias.iter_mut().for_each(|g| *g = 0.0);
@@ -533,10 +535,7 @@ impl Backend for CudaBackend {
         let image = s.in_channels * s.height * s.width;
         let out_image = s.out_channels * pixels;
         let mut dgi = match &grad_input {
-            Some(g) => {
-                expect_len(OP, "grad_input", s.input_len(), g.len())?;
-                Some(self.zeros::<f32>(OP, g.len())?)
-            }
+            Some(g) => Some(self.zeros::<f32>(OP, g.len())?),
             None => None,
         };
         for n in 0..s.batch {
@@ -593,9 +592,7 @@ impl Backend for CudaBackend {
         argmax: &mut [u32],
     ) -> Result<()> {
         const OP: &str = "max_pool2d_forward";
-        expect_len(OP, "input", s.input_len(), input.len())?;
-        expect_len(OP, "output", s.output_len(), output.len())?;
-        expect_len(OP, "argmax", s.output_len(), argmax.len())?;
+        s.check_forward(input.len(), output.len(), argmax.len())?;
         if output.is_empty() {
             return Ok(());
         }
@@ -633,9 +630,7 @@ impl Backend for CudaBackend {
         grad_input: &mut [f32],
     ) -> Result<()> {
         const OP: &str = "max_pool2d_backward";
-        expect_len(OP, "grad_output", s.output_len(), grad_output.len())?;
-        expect_len(OP, "argmax", s.output_len(), argmax.len())?;
-        expect_len(OP, "grad_input", s.input_len(), grad_input.len())?;
+        s.check_backward(grad_output.len(), argmax.len(), grad_input.len())?;
         if grad_input.is_empty() {
             return Ok(());
         }

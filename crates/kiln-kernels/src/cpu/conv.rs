@@ -3,7 +3,6 @@
 use rayon::prelude::*;
 
 use super::CpuBackend;
-use crate::error::expect_len;
 use crate::{Activation, Backend, Conv2d, Gemm, Pool2d, Result};
 
 /// Unfolds image `image` (`in_channels × h × w`) into `col`
@@ -74,10 +73,7 @@ pub(super) fn forward(
     bias: &[f32],
     output: &mut [f32],
 ) -> Result<()> {
-    expect_len("conv2d_forward", "input", s.input_len(), input.len())?;
-    expect_len("conv2d_forward", "weights", s.weight_len(), weights.len())?;
-    expect_len("conv2d_forward", "bias", s.out_channels, bias.len())?;
-    expect_len("conv2d_forward", "output", s.output_len(), output.len())?;
+    s.check_forward(input.len(), weights.len(), bias.len(), output.len())?;
     let pixels = s.out_height() * s.out_width();
     let image_len = s.in_channels * s.height * s.width;
     if s.batch == 0 || pixels == 0 {
@@ -115,25 +111,15 @@ pub(super) fn backward(
     grad_weights: &mut [f32],
     grad_bias: &mut [f32],
 ) -> Result<()> {
-    expect_len("conv2d_backward", "input", s.input_len(), input.len())?;
-    expect_len("conv2d_backward", "weights", s.weight_len(), weights.len())?;
-    expect_len(
-        "conv2d_backward",
-        "grad_output",
-        s.output_len(),
-        grad_output.len(),
-    )?;
-    expect_len(
-        "conv2d_backward",
-        "grad_weights",
-        s.weight_len(),
-        grad_weights.len(),
-    )?;
-    expect_len(
-        "conv2d_backward",
-        "grad_bias",
-        s.out_channels,
-        grad_bias.len(),
+    s.check_backward(
+        [
+            input.len(),
+            weights.len(),
+            grad_output.len(),
+            grad_weights.len(),
+            grad_bias.len(),
+        ],
+        grad_input.as_ref().map(|g| g.len()),
     )?;
     let pixels = s.out_height() * s.out_width();
     let image_len = s.in_channels * s.height * s.width;
@@ -172,12 +158,6 @@ pub(super) fn backward(
         grad_bias.iter_mut().zip(gb).for_each(|(a, b)| *a += b);
     }
     if let Some(grad_input) = grad_input {
-        expect_len(
-            "conv2d_backward",
-            "grad_input",
-            s.input_len(),
-            grad_input.len(),
-        )?;
         grad_input
             .par_chunks_mut(image_len)
             .zip(grad_output.par_chunks(out_image))
@@ -205,9 +185,7 @@ pub(super) fn max_pool_forward(
     output: &mut [f32],
     argmax: &mut [u32],
 ) -> Result<()> {
-    expect_len("max_pool2d_forward", "input", s.input_len(), input.len())?;
-    expect_len("max_pool2d_forward", "output", s.output_len(), output.len())?;
-    expect_len("max_pool2d_forward", "argmax", s.output_len(), argmax.len())?;
+    s.check_forward(input.len(), output.len(), argmax.len())?;
     let (oh, ow) = (s.out_height(), s.out_width());
     let plane = s.height * s.width;
     if oh * ow == 0 {
@@ -246,24 +224,7 @@ pub(super) fn max_pool_backward(
     argmax: &[u32],
     grad_input: &mut [f32],
 ) -> Result<()> {
-    expect_len(
-        "max_pool2d_backward",
-        "grad_output",
-        s.output_len(),
-        grad_output.len(),
-    )?;
-    expect_len(
-        "max_pool2d_backward",
-        "argmax",
-        s.output_len(),
-        argmax.len(),
-    )?;
-    expect_len(
-        "max_pool2d_backward",
-        "grad_input",
-        s.input_len(),
-        grad_input.len(),
-    )?;
+    s.check_backward(grad_output.len(), argmax.len(), grad_input.len())?;
     let pooled = s.out_height() * s.out_width();
     let plane = s.height * s.width;
     grad_input.iter_mut().for_each(|g| *g = 0.0);
