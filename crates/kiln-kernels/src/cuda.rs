@@ -175,6 +175,16 @@ fn grid(n: usize) -> LaunchConfig {
     }
 }
 
+/// `(planes, height, width, size)` as the max-pool kernels take them.
+fn pool_geometry(s: &Pool2d) -> (i64, i32, i32, i32) {
+    (
+        (s.batch * s.channels) as i64,
+        s.height as i32,
+        s.width as i32,
+        s.size as i32,
+    )
+}
+
 /// The trailing integer arguments of kiln_im2col / kiln_col2im.
 fn geometry(s: &Conv2d) -> [i32; 8] {
     [
@@ -599,12 +609,7 @@ impl Backend for CudaBackend {
         let din = self.upload(OP, input)?;
         let mut dout = self.zeros::<f32>(OP, output.len())?;
         let mut darg = self.zeros::<u32>(OP, argmax.len())?;
-        let (planes, h, w, size) = (
-            (s.batch * s.channels) as i64,
-            s.height as i32,
-            s.width as i32,
-            s.size as i32,
-        );
+        let (planes, h, w, size) = pool_geometry(&s);
         let mut launch = self
             .stream
             .launch_builder(self.function("kiln_max_pool_forward"));
@@ -637,12 +642,7 @@ impl Backend for CudaBackend {
         let (dgo, darg) = (self.upload(OP, grad_output)?, self.upload(OP, argmax)?);
         let mut dgi = self.zeros::<f32>(OP, grad_input.len())?;
         if !grad_output.is_empty() {
-            let (planes, h, w, size) = (
-                (s.batch * s.channels) as i64,
-                s.height as i32,
-                s.width as i32,
-                s.size as i32,
-            );
+            let (planes, h, w, size) = pool_geometry(&s);
             let mut launch = self
                 .stream
                 .launch_builder(self.function("kiln_max_pool_backward"));

@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 use serde::{Deserialize, Serialize};
 
+use crate::parser::{quote_ident as quote, quote_literal};
 use crate::session::{KilnSession, StatementResult};
 
 /// How a failed expectation is treated.
@@ -545,10 +546,6 @@ fn constraint_text(e: &Expectation) -> String {
     }
 }
 
-fn quote(column: &str) -> String {
-    format!("\"{}\"", column.replace('"', "\"\""))
-}
-
 /// One measured value of a constraint: its SQL aggregate, the metric's name,
 /// and how the value is judged.
 struct Measure {
@@ -681,12 +678,12 @@ fn measures(check: &CheckDef) -> Vec<Measure> {
             }
             Expectation::Schema { columns } => {
                 for c in columns {
-                    let expected = c.arrow_type.replace('\'', "''");
+                    let expected = quote_literal(&c.arrow_type);
                     out.push(Measure {
                         constraint: i,
                         metric: format!("type_mismatch({})", c.name),
                         sql: format!(
-                            "CAST(coalesce(max(CASE WHEN arrow_typeof({}) = '{expected}' THEN 0 ELSE 1 END), 0) AS DOUBLE)",
+                            "CAST(coalesce(max(CASE WHEN arrow_typeof({}) = {expected} THEN 0 ELSE 1 END), 0) AS DOUBLE)",
                             quote(&c.name)
                         ),
                         threshold: format!("= 0 (type {})", c.arrow_type),
@@ -1046,7 +1043,7 @@ impl KilnSession {
             let run = self.run_check(check, &run_id).await?;
             errors.extend(run.errors);
             for warning in run.warnings {
-                self.push_warning(warning);
+                self.warn(warning);
             }
             batches.push(run.batch);
             if !run.failing_rows.is_empty() {
@@ -1183,10 +1180,7 @@ impl KilnSession {
             let reasons = failing
                 .iter()
                 .map(|(condition, text)| {
-                    format!(
-                        "CASE WHEN {condition} THEN '{}' END",
-                        text.replace('\'', "''")
-                    )
+                    format!("CASE WHEN {condition} THEN {} END", quote_literal(text))
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -1202,7 +1196,7 @@ impl KilnSession {
             // Boxed: execute() can lead back here (a statement may run checks).
             let written = Box::pin(self.execute(&statement)).await?;
             if let Some(message) = written.message {
-                self.push_warning(format!("check '{}': {message}", check.name));
+                self.warn(format!("check '{}': {message}", check.name));
             }
         }
         Box::pin(self.execute(&format!(

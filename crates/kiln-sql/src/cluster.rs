@@ -57,7 +57,7 @@ use datafusion::config::TableParquetOptions;
 
 use crate::lake::{Lake, ManagedTable, TableEntry};
 use crate::session::{managed_table_provider, KilnQueryPlanner};
-use crate::udf::predict_udfs;
+use crate::udf::kiln_udfs;
 
 /// The environment variable holding the cluster's shared secret.
 pub const TOKEN_ENV: &str = "KILN_TOKEN";
@@ -71,10 +71,7 @@ pub fn kiln_state(config: SessionConfig, lake: &Path) -> Result<SessionState> {
         .with_default_features()
         .with_query_planner(Arc::new(KilnQueryPlanner))
         .build();
-    for udf in predict_udfs(lake.to_path_buf())
-        .into_iter()
-        .chain(crate::pii::pii_udfs())
-    {
+    for udf in kiln_udfs(lake.to_path_buf()) {
         datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf))?;
     }
     Ok(state)

@@ -21,6 +21,7 @@ use kiln_ml::{EpochRecord, Model, Task, TrainOptions};
 
 use crate::features::feature_width;
 use crate::logical::{RoundMode, RoundSpec, TrainRoundNode};
+use crate::parser::quote_ident as quote;
 use crate::registry::{validate_model_name, FeatureColumn, ModelCard, ModelRegistry};
 use crate::session::{KilnSession, StatementResult};
 
@@ -334,10 +335,6 @@ pub fn parse(sql: &str) -> Result<Option<MlStatement>> {
         _ => return Ok(None),
     };
     Ok(Some(statement))
-}
-
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `SELECT [q.*,] predict(...) AS prediction [, predict_proba(...) AS probability] [, extra...]

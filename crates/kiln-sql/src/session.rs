@@ -30,7 +30,7 @@ use crate::diagnostics;
 use crate::lake::{validate_table_name, ExternalTable, Lake, LakeError, ManagedTable, TableEntry};
 use crate::parser::{split_statements, ScriptStatement};
 use crate::physical::KilnExtensionPlanner;
-use crate::udf::predict_udfs;
+use crate::udf::kiln_udfs;
 use crate::{cluster, embedded};
 
 /// How to open a [`KilnSession`].
@@ -199,10 +199,7 @@ impl KilnSession {
         let state = state.upgrade_for_ballista(scheduler_url)?;
         let ctx = SessionContext::new_with_state(state);
         // Ballista's upgrade rebuilds the client's function list: register again.
-        for udf in predict_udfs(lake.root().to_path_buf())
-            .into_iter()
-            .chain(crate::pii::pii_udfs())
-        {
+        for udf in kiln_udfs(lake.root().to_path_buf()) {
             ctx.register_udf(udf);
         }
         let allowed_paths = if options.allowed_paths.is_empty() && options.cluster.is_none() {
@@ -281,10 +278,6 @@ impl KilnSession {
         Ok(())
     }
 
-    pub(crate) fn push_warning(&self, message: String) {
-        self.warn(message);
-    }
-
     /// `kiln.check_results`: the Parquet files checks append to.
     fn register_system_tables(&self) -> Result<()> {
         let dir = self.lake.check_results_dir();
@@ -307,7 +300,7 @@ impl KilnSession {
         Ok(())
     }
 
-    fn warn(&self, message: String) {
+    pub(crate) fn warn(&self, message: String) {
         self.warnings
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -20,6 +20,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::parser::{quote_ident as quote, quote_literal as literal};
 use crate::session::KilnSession;
 
 /// One `expr AS name` of a TRANSFORM clause, before fitting.
@@ -78,10 +79,6 @@ pub struct FittedTransform {
     pub sql: String,
     /// The input column a fitted transform consumes (dropped from pass-through).
     pub input: Option<String>,
-}
-
-fn quote(column: &str) -> String {
-    format!("\"{}\"", column.replace('"', "\"\""))
 }
 
 fn syntax(message: impl std::fmt::Display) -> DataFusionError {
@@ -212,10 +209,6 @@ pub fn spec(expr: &Expr, name: String) -> Result<TransformSpec> {
         },
     };
     Ok(TransformSpec { name, kind })
-}
-
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 impl KilnSession {

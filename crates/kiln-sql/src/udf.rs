@@ -77,6 +77,13 @@ impl Hash for PredictUdf {
 }
 
 /// The `predict` and `predict_proba` functions over the lake at `lake`.
+/// Every UDF Kiln adds, as each process (client, scheduler, executor) registers them.
+pub fn kiln_udfs(lake: PathBuf) -> Vec<ScalarUDF> {
+    let mut udfs = predict_udfs(lake);
+    udfs.extend(crate::pii::pii_udfs());
+    udfs
+}
+
 pub fn predict_udfs(lake: PathBuf) -> Vec<ScalarUDF> {
     [Output::Prediction, Output::Probability]
         .into_iter()
