@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
 use kiln_sql::cluster::parse_byte_size;
 use kiln_sql::parser::parse_param;
@@ -102,10 +103,107 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Nightly jobs: list them, run one for a date, backfill a range, show run history.
+    Jobs {
+        /// The jobs folder: one `.sql` file per job.
+        #[arg(
+            long = "jobs",
+            global = true,
+            env = "KILN_JOBS",
+            default_value = "sql/jobs",
+            value_name = "DIR"
+        )]
+        dir: PathBuf,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Run the jobs scheduler: fires each job of a folder on its cron schedule until stopped.
+    Schedule(ScheduleArgs),
     /// Run a cluster scheduler (clients connect with --cluster df://HOST:PORT).
     Scheduler(SchedulerArgs),
     /// Run a cluster executor that takes tasks from a scheduler.
     Executor(ExecutorArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// The jobs of the folder: schedule, next run, dependencies, parameters.
+    List,
+    /// Run a job (after any dependency that has not succeeded for the date).
+    Run {
+        /// The job (its file name without `.sql`).
+        name: String,
+        #[command(flatten)]
+        run: JobRunArgs,
+        /// The run date, `${run_date}` in the SQL [default: today (UTC)].
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        date: Option<NaiveDate>,
+    },
+    /// Run a job for every date of a range, oldest first; stops at the first failure.
+    Backfill {
+        /// The job.
+        name: String,
+        #[command(flatten)]
+        run: JobRunArgs,
+        /// The first date.
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        from: NaiveDate,
+        /// The last date (inclusive).
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        to: NaiveDate,
+    },
+    /// Recent runs (one row per attempt), newest first.
+    History {
+        /// Only this job's runs.
+        name: Option<String>,
+        /// How many attempts to show.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: usize,
+        /// How the history is printed.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct JobRunArgs {
+    /// Override a parameter the job declares (repeatable).
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Run only this job, not its dependencies.
+    #[arg(long)]
+    pub no_deps: bool,
+    /// How query results of the job are printed.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// The jobs folder.
+    #[arg(
+        long = "jobs",
+        env = "KILN_JOBS",
+        default_value = "sql/jobs",
+        value_name = "DIR"
+    )]
+    pub dir: PathBuf,
+    /// Seconds to let running jobs finish after SIGTERM / Ctrl-C.
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub shutdown_grace: u64,
+    /// Run as if the clock read this time now (RFC 3339), at normal speed; for tests and dry runs.
+    #[arg(long, hide = true, value_name = "TIME", value_parser = parse_time)]
+    pub start_clock_at: Option<DateTime<Utc>>,
+}
+
+fn parse_date(value: &str) -> Result<NaiveDate, String> {
+    kiln_jobs::parse_date(value).map_err(|e| e.to_string())
+}
+
+fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("invalid time '{value}' ({e}); write e.g. 2026-11-02T01:59:58Z"))
 }
 
 #[derive(Debug, Args)]

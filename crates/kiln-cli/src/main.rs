@@ -6,6 +6,7 @@
 //! statement succeeded; 1 means a statement (or the setup) failed; 2 means the
 //! command line was invalid.
 
+mod jobs;
 mod output;
 mod repl;
 mod serve;
@@ -62,6 +63,10 @@ async fn run(cli: Cli) -> ExitCode {
     options.allowed_paths = cli.global.allow_paths.clone();
     match cli.command {
         Command::Scheduler(args) => serve::scheduler(args, &cli.global).await,
+        Command::Jobs { dir, command } => {
+            jobs::jobs(&dir, command, options, cli.global.quiet).await
+        }
+        Command::Schedule(args) => jobs::schedule(args, options, cli.global.quiet).await,
         Command::Executor(args) => serve::executor(args, &cli.global).await,
         Command::Sql {
             command,
@@ -166,6 +171,10 @@ pub fn strip_kind(e: &dyn std::fmt::Display) -> String {
         }
     }
     text
+}
+
+fn fail_display(e: impl std::fmt::Display) -> ExitCode {
+    fail(e.to_string())
 }
 
 fn fail(message: String) -> ExitCode {

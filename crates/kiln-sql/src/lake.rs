@@ -46,6 +46,14 @@ pub enum LakeError {
         "invalid table name '{0}': use letters, digits and '_' only, starting with a letter or '_'"
     )]
     InvalidTableName(String),
+    #[error(
+        "table '{table}' changed during the write (snapshot v{found}, the write started from v{expected}): another writer published first; nothing was written, run the statement again"
+    )]
+    ConcurrentWrite {
+        table: String,
+        expected: u64,
+        found: u64,
+    },
 }
 
 pub type Result<T, E = LakeError> = std::result::Result<T, E>;
@@ -95,6 +103,10 @@ pub struct ManagedTable {
     pub partition_by: Vec<String>,
     /// The published snapshot: data lives in `<table>/v<snapshot>/`.
     pub snapshot: u64,
+    /// The manifest of files `INGEST INTO` loaded, relative to `_kiln/`;
+    /// swapped in the same catalog write that publishes the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_manifest: Option<String>,
 }
 
 /// A table over files the lake does not own.
@@ -134,6 +146,11 @@ impl Lake {
         fs::create_dir_all(root.join(META_DIR)).map_err(io_err(root))?;
         let root = fs::canonicalize(root).map_err(io_err(root))?;
         Ok(Self { root })
+    }
+
+    /// Kiln's metadata directory, `_kiln/`.
+    pub fn meta_dir(&self) -> PathBuf {
+        self.root.join(META_DIR)
     }
 
     /// Where `kiln.check_results` keeps its Parquet files.
@@ -244,36 +261,61 @@ impl Lake {
     }
 
     /// Hard-links (or copies, across file systems) every file of a published
-    /// snapshot into a staging directory, so an append publishes old + new files.
-    pub fn carry_snapshot(&self, table: &str, snapshot: u64, staged: &StagedWrite) -> Result<()> {
+    /// snapshot into a staging directory, so an append publishes old + new
+    /// files; `except` (a path relative to the snapshot, such as a partition
+    /// directory `day=2026-11-01`) is left behind, so it is replaced.
+    pub fn carry_snapshot(
+        &self,
+        table: &str,
+        snapshot: u64,
+        staged: &StagedWrite,
+        except: Option<&Path>,
+    ) -> Result<()> {
         let from = self.snapshot_dir(table, snapshot);
         if from.exists() {
-            link_tree(&from, &staged.dir)?;
+            let except = except.map(|e| from.join(e));
+            link_tree(&from, &staged.dir, except.as_deref())?;
         }
         Ok(())
     }
 
     /// Publishes a staged write as the next snapshot of `table` and updates the
     /// catalog entry with `entry` (given the new snapshot number), atomically.
-    /// Returns the new entry. Older snapshots are removed afterwards.
+    /// With `expected`, refuses when the published snapshot is no longer the
+    /// one the write started from (another writer got there first). An entry
+    /// without an ingest manifest keeps the table's current one. Returns the
+    /// new entry. Older snapshots are removed afterwards.
     pub fn publish(
         &self,
         table: &str,
         mut staged: StagedWrite,
+        expected: Option<u64>,
         entry: impl FnOnce(u64) -> ManagedTable,
     ) -> Result<ManagedTable> {
         let table_dir = self.table_dir(table);
         let published = self.update_catalog(|catalog| {
-            let current = match catalog.tables.get(table) {
-                Some(TableEntry::Managed(m)) => m.snapshot,
-                _ => 0,
+            let (current, manifest) = match catalog.tables.get(table) {
+                Some(TableEntry::Managed(m)) => (m.snapshot, m.ingest_manifest.clone()),
+                _ => (0, None),
             };
+            if let Some(expected) = expected {
+                if expected != current {
+                    return Err(LakeError::ConcurrentWrite {
+                        table: table.to_string(),
+                        expected,
+                        found: current,
+                    });
+                }
+            }
             let next = next_snapshot(&table_dir, current);
             let target = self.snapshot_dir(table, next);
             fs::rename(&staged.dir, &target).map_err(io_err(&target))?;
             sync_dir(&table_dir);
             staged.published = true;
-            let managed = entry(next);
+            let mut managed = entry(next);
+            if managed.ingest_manifest.is_none() {
+                managed.ingest_manifest = manifest;
+            }
             catalog
                 .tables
                 .insert(table.to_string(), TableEntry::Managed(managed.clone()));
@@ -381,15 +423,18 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
-fn link_tree(from: &Path, to: &Path) -> Result<()> {
+fn link_tree(from: &Path, to: &Path, except: Option<&Path>) -> Result<()> {
     for entry in fs::read_dir(from).map_err(io_err(from))? {
         let entry = entry.map_err(io_err(from))?;
         let src = entry.path();
+        if except == Some(src.as_path()) {
+            continue;
+        }
         let dst = to.join(entry.file_name());
         let file_type = entry.file_type().map_err(io_err(&src))?;
         if file_type.is_dir() {
             fs::create_dir_all(&dst).map_err(io_err(&dst))?;
-            link_tree(&src, &dst)?;
+            link_tree(&src, &dst, except)?;
         } else if fs::hard_link(&src, &dst).is_err() {
             fs::copy(&src, &dst).map_err(io_err(&dst))?;
         }
@@ -416,6 +461,7 @@ mod tests {
             ]),
             partition_by: vec![],
             snapshot,
+            ingest_manifest: None,
         }
     }
 
@@ -437,7 +483,7 @@ mod tests {
 
         let staged = lake.stage("t").unwrap();
         fs::write(staged.dir().join("part-0.parquet"), b"x").unwrap();
-        let published = lake.publish("t", staged, managed).unwrap();
+        let published = lake.publish("t", staged, None, managed).unwrap();
         assert_eq!(published.snapshot, 1);
         let reopened = Lake::open(dir.path()).unwrap();
         assert_eq!(
@@ -458,9 +504,9 @@ mod tests {
 
         // An append carries the previous snapshot's files forward.
         let staged = lake.stage("t").unwrap();
-        lake.carry_snapshot("t", 1, &staged).unwrap();
+        lake.carry_snapshot("t", 1, &staged, None).unwrap();
         fs::write(staged.dir().join("part-2.parquet"), b"z").unwrap();
-        let published = lake.publish("t", staged, managed).unwrap();
+        let published = lake.publish("t", staged, None, managed).unwrap();
         assert_eq!(published.snapshot, 2);
         let files: Vec<_> = fs::read_dir(lake.snapshot_dir("t", 2)).unwrap().collect();
         assert_eq!(files.len(), 2);
@@ -496,7 +542,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::open(dir.path()).unwrap();
         let staged = lake.stage("t").unwrap();
-        lake.publish("t", staged, managed).unwrap();
+        lake.publish("t", staged, None, managed).unwrap();
         assert!(lake.drop_table("t").unwrap().is_some());
         assert!(!lake.table_dir("t").exists());
         assert!(lake.drop_table("t").unwrap().is_none());

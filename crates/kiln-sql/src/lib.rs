@@ -42,6 +42,7 @@ pub mod codec;
 pub mod diagnostics;
 pub mod embedded;
 pub mod features;
+pub mod ingest;
 pub mod lake;
 pub mod logical;
 pub mod ml;

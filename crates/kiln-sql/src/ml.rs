@@ -768,7 +768,30 @@ impl KilnSession {
                 .iter()
                 .map(|f| f.name().clone())
                 .collect();
-            let fitted = self.fit_transforms(&train.query, &train.transform).await?;
+            // warm_start continues from a model whose weights fit the previous
+            // version's statistics: keep them rather than refitting.
+            let previous = match (options.warm_start, existing) {
+                (true, Some(latest)) => Some((latest, registry.load(&train.name, latest)?.1)),
+                _ => None,
+            };
+            let fitted = match previous {
+                Some((latest, card)) if !card.transform.is_empty() => {
+                    let before: Vec<&str> =
+                        card.transform.iter().map(|t| t.name.as_str()).collect();
+                    let now: Vec<&str> = train.transform.iter().map(|t| t.name.as_str()).collect();
+                    if before != now {
+                        return Err(DataFusionError::Plan(format!(
+                            "warm_start: v{latest} of '{}' was trained with TRANSFORM outputs ({}), \
+                             this statement has ({}); keep the same TRANSFORM or use OR REPLACE without warm_start",
+                            train.name,
+                            before.join(", "),
+                            now.join(", ")
+                        )));
+                    }
+                    card.transform
+                }
+                _ => self.fit_transforms(&train.query, &train.transform).await?,
+            };
             train.query = crate::transform::transformed_query(&train.query, &columns, &fitted);
             fitted
         };
@@ -1287,4 +1310,78 @@ pub(crate) fn now_utc() -> String {
     datafusion::arrow::temporal_conversions::timestamp_s_to_datetime(secs)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default()
+}
+
+impl KilnSession {
+    /// Replaces every parenthesized `(PREDICT MODEL m [VERSION n] AS query)`
+    /// in `sql` with its prediction query, so predictions can feed
+    /// `CREATE TABLE ... AS`, `INSERT`, joins and CTEs. `None` when there is none.
+    pub(crate) async fn expand_predict_subqueries(&self, sql: &str) -> Result<Option<String>> {
+        if !sql.to_ascii_uppercase().contains("PREDICT") {
+            return Ok(None);
+        }
+        let dialect = GenericDialect {};
+        let Ok(tokens) =
+            datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, sql).tokenize()
+        else {
+            return Ok(None);
+        };
+        let is_word = |t: Option<&Token>, w: &str| matches!(t, Some(Token::Word(word)) if word.value.eq_ignore_ascii_case(w));
+        let significant: Vec<usize> = (0..tokens.len())
+            .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+            .collect();
+        let mut out = String::with_capacity(sql.len());
+        let mut i = 0;
+        let mut expanded = false;
+        while i < tokens.len() {
+            let pos = significant.iter().position(|&s| s == i);
+            let next = |k: usize| {
+                pos.and_then(|p| significant.get(p + k))
+                    .map(|&s| &tokens[s])
+            };
+            if tokens[i] == Token::LParen
+                && is_word(next(1), "PREDICT")
+                && is_word(next(2), "MODEL")
+            {
+                let mut depth = 0usize;
+                let mut end = None;
+                for (j, token) in tokens.iter().enumerate().skip(i) {
+                    match token {
+                        Token::LParen => depth += 1,
+                        Token::RParen => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = Some(j);
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let Some(end) = end else {
+                    return Err(syntax("unbalanced parentheses around PREDICT MODEL"));
+                };
+                let inner: String = tokens[i + 1..end].iter().map(|t| t.to_string()).collect();
+                let Some(MlStatement::Predict {
+                    name,
+                    version,
+                    query,
+                }) = parse(&inner)?
+                else {
+                    return Err(syntax("expected (PREDICT MODEL name [VERSION n] AS query)"));
+                };
+                let card = self.model_card(&name, version)?;
+                self.check_prediction_columns(&card, &query).await?;
+                out.push('(');
+                out.push_str(&prediction_query(&card, &query, true, &[]));
+                out.push(')');
+                expanded = true;
+                i = end + 1;
+                continue;
+            }
+            out.push_str(&tokens[i].to_string());
+            i += 1;
+        }
+        Ok(expanded.then_some(out))
+    }
 }

@@ -75,6 +75,8 @@ pub struct StatementResult {
     pub batches: Vec<RecordBatch>,
     /// Set for statements that change the lake ("created table t (42 rows)").
     pub message: Option<String>,
+    /// Rows a write published (CREATE TABLE AS, INSERT, INGEST).
+    pub rows_written: Option<u64>,
 }
 
 impl StatementResult {
@@ -83,6 +85,14 @@ impl StatementResult {
             schema,
             batches,
             message: None,
+            rows_written: None,
+        }
+    }
+
+    pub(crate) fn written(message: impl Into<String>, rows: u64) -> Self {
+        Self {
+            rows_written: Some(rows),
+            ..Self::message(message)
         }
     }
 
@@ -91,6 +101,7 @@ impl StatementResult {
             schema: Arc::new(Schema::empty()),
             batches: vec![],
             message: Some(message.into()),
+            rows_written: None,
         }
     }
 
@@ -294,6 +305,21 @@ impl KilnSession {
             "check_results".to_string(),
             Arc::new(ListingTable::try_new(config)?),
         )?;
+        let runs = self.lake.meta_dir().join("job_runs");
+        std::fs::create_dir_all(&runs)?;
+        let url = ListingTableUrl::parse(format!("{}/", runs.display()))?;
+        let options = ListingOptions::new(Arc::new(
+            datafusion::datasource::file_format::json::JsonFormat::default(),
+        ))
+        .with_file_extension(".json");
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(job_runs_schema());
+        datafusion::catalog::SchemaProvider::register_table(
+            schema.as_ref(),
+            "job_runs".to_string(),
+            Arc::new(ListingTable::try_new(config)?),
+        )?;
         if let Some(catalog) = self.ctx.catalog("datafusion") {
             catalog.register_schema("kiln", schema)?;
         }
@@ -372,6 +398,11 @@ impl KilnSession {
         if let Some(statement) = crate::checks::parse(sql)? {
             return self.execute_check(statement).await;
         }
+        if let Some(statement) = crate::ingest::parse(sql)? {
+            return self.execute_ingest(statement).await;
+        }
+        let expanded = self.expand_predict_subqueries(sql).await?;
+        let sql = expanded.as_deref().unwrap_or(sql);
         let state = self.ctx.state();
         let mut statement = state
             .sql_to_statement(sql, &state.config_options().sql_parser.dialect)
@@ -379,9 +410,13 @@ impl KilnSession {
 
         let mut partition_by = vec![];
         let mut external_ddl = None;
+        let mut static_partition = None;
         match &mut statement {
             DFStatement::Statement(s) => match s.as_mut() {
                 SQLStatement::ShowTables { .. } => return self.show_tables(),
+                SQLStatement::Insert(insert) if insert.partitioned.is_some() => {
+                    static_partition = Some(self.rewrite_partition_insert(insert)?);
+                }
                 SQLStatement::CreateTable(create) => {
                     if let HiveDistributionStyle::PARTITIONED { columns } =
                         &create.hive_distribution
@@ -457,8 +492,12 @@ impl KilnSession {
             }
             LogicalPlan::Ddl(DdlStatement::DropTable(drop)) => self.drop_table(drop).await,
             LogicalPlan::Dml(dml) if managed_target.is_some() => {
-                self.insert_managed(dml, managed_target.expect("checked by the guard"))
-                    .await
+                self.insert_managed(
+                    dml,
+                    managed_target.expect("checked by the guard"),
+                    static_partition,
+                )
+                .await
             }
             LogicalPlan::DescribeTable(describe) => {
                 let schema = describe.schema.as_ref();
@@ -473,8 +512,121 @@ impl KilnSession {
         }
     }
 
+    /// `INSERT [OVERWRITE] t PARTITION (c = v, ...) SELECT ...` (Hive/Spark):
+    /// the query gives the other columns, the clause the partition values.
+    /// Rewrites the query to append the values and returns the partition's
+    /// directory, which an overwrite replaces and nothing else.
+    fn rewrite_partition_insert(
+        &self,
+        insert: &mut datafusion::sql::sqlparser::ast::Insert,
+    ) -> Result<PathBuf> {
+        use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, TableObject};
+        let values = insert.partitioned.take().unwrap_or_default();
+        let TableObject::TableName(table) = &insert.table else {
+            return Err(DataFusionError::Plan(
+                "INSERT ... PARTITION needs a table name".to_string(),
+            ));
+        };
+        let name = table.to_string().to_lowercase();
+        let entry = self
+            .managed_entry(&TableReference::bare(name.as_str()))?
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "INSERT ... PARTITION: '{name}' is not a lake table; partitions belong to \
+                     tables created with CREATE TABLE {name} PARTITIONED BY (...) AS SELECT ..."
+                ))
+            })?;
+        if entry.partition_by.is_empty() {
+            return Err(DataFusionError::Plan(format!(
+                "INSERT ... PARTITION: table '{name}' is not partitioned; recreate it with \
+                 PARTITIONED BY (...) or drop the PARTITION clause"
+            )));
+        }
+        if !insert.columns.is_empty() {
+            return Err(DataFusionError::NotImplemented(
+                "a column list together with PARTITION (...) is not supported yet; \
+                 select the columns in table order"
+                    .to_string(),
+            ));
+        }
+        let mut given = HashMap::new();
+        for value in &values {
+            let (column, literal) = match value {
+                Expr::BinaryOp {
+                    left,
+                    op: BinaryOperator::Eq,
+                    right,
+                } => (left.to_string(), partition_literal(right)),
+                other => (other.to_string(), None),
+            };
+            let column = column.trim_matches('"').to_lowercase();
+            let Some(literal) = literal else {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "PARTITION ({value}): dynamic partitions are not supported yet; give each \
+                     partition column a literal value, e.g. PARTITION ({column} = '2026-11-01')"
+                )));
+            };
+            if !entry.partition_by.contains(&column) {
+                return Err(DataFusionError::Plan(format!(
+                    "PARTITION ({value}): '{column}' is not a partition column of '{name}'; \
+                     its partition columns are: {}",
+                    entry.partition_by.join(", ")
+                )));
+            }
+            given.insert(column, literal);
+        }
+        let mut select = vec!["__kiln_src.*".to_string()];
+        let mut dir = PathBuf::new();
+        for column in &entry.partition_by {
+            let Some(value) = given.get(column) else {
+                return Err(DataFusionError::Plan(format!(
+                    "PARTITION clause of INSERT into '{name}' gives no value for partition \
+                     column '{column}'; give all of: {}",
+                    entry.partition_by.join(", ")
+                )));
+            };
+            let data_type = entry.schema.field_with_name(column)?.data_type().clone();
+            let typed = datafusion::scalar::ScalarValue::Utf8(Some(value.clone()))
+                .cast_to(&data_type)
+                .map_err(|_| {
+                    DataFusionError::Plan(format!(
+                        "PARTITION ({column} = '{value}'): not a valid {data_type} value for \
+                         partition column '{column}'"
+                    ))
+                })?
+                .to_string();
+            if typed.is_empty()
+                || !typed
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:+ ".contains(c))
+            {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "PARTITION ({column} = '{value}'): partition values with characters other \
+                     than letters, digits, '-', '_', '.', ':', '+' and spaces are not supported yet"
+                )));
+            }
+            dir.push(format!("{column}={typed}"));
+            select.push(format!(
+                "arrow_cast({}, '{data_type}') AS {}",
+                crate::parser::quote_literal(value),
+                crate::parser::quote_ident(column)
+            ));
+        }
+        let source = insert.source.take().ok_or_else(|| {
+            DataFusionError::Plan("INSERT ... PARTITION needs a query".to_string())
+        })?;
+        let rewritten = format!("SELECT {} FROM ({source}) AS __kiln_src", select.join(", "));
+        let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+        let query = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(&rewritten)
+            .and_then(|mut p| p.parse_query())
+            .map_err(|e| DataFusionError::Internal(format!("rewriting PARTITION insert: {e}")))?;
+        insert.source = Some(query);
+        Ok(dir)
+    }
+
     /// Refuses external tables outside the lake and the allowed roots (when confined).
-    fn check_allowed_location(&self, table: &str, location: &str) -> Result<()> {
+    pub(crate) fn check_allowed_location(&self, table: &str, location: &str) -> Result<()> {
         let Some(allowed) = &self.allowed_paths else {
             return Ok(());
         };
@@ -504,7 +656,7 @@ impl KilnSession {
         validate_table_name(name).map_err(lake_error)
     }
 
-    fn managed_entry(&self, table: &TableReference) -> Result<Option<ManagedTable>> {
+    pub(crate) fn managed_entry(&self, table: &TableReference) -> Result<Option<ManagedTable>> {
         let catalog = self.lake.catalog().map_err(lake_error)?;
         Ok(match catalog.tables.get(table.table()) {
             Some(TableEntry::Managed(m)) => Some(m.clone()),
@@ -573,56 +725,67 @@ impl KilnSession {
             self.write_managed(
                 &name,
                 (*create.input).clone(),
-                None,
+                WriteMode::default(),
                 table_schema,
                 partition_by,
             )
             .await?
         };
-        Ok(StatementResult::message(format!(
-            "created table {name} ({rows} rows)"
-        )))
+        Ok(StatementResult::written(
+            format!("created table {name} ({rows} rows)"),
+            rows,
+        ))
     }
 
     async fn insert_managed(
         &self,
         dml: DmlStatement,
         entry: ManagedTable,
+        partition: Option<PathBuf>,
     ) -> Result<StatementResult> {
         let name = dml.table_name.table().to_string();
-        let carry = match dml.op {
-            WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append) => {
-                Some(entry.snapshot)
+        let carry = match (dml.op, partition) {
+            (WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append), _) => {
+                Some((entry.snapshot, None))
             }
-            WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Overwrite) => None,
-            other => {
+            (WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Overwrite), None) => None,
+            (
+                WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Overwrite),
+                Some(partition),
+            ) => Some((entry.snapshot, Some(partition))),
+            (other, _) => {
                 return Err(DataFusionError::NotImplemented(format!(
                     "{other} on lake table '{name}' is not supported yet; use INSERT INTO, \
                      INSERT OVERWRITE or CREATE OR REPLACE TABLE ... AS"
                 )))
             }
         };
+        let mode = WriteMode {
+            carry,
+            ..WriteMode::default()
+        };
         let rows = self
             .write_managed(
                 &name,
                 (*dml.input).clone(),
-                carry,
+                mode,
                 entry.schema,
                 entry.partition_by,
             )
             .await?;
-        Ok(StatementResult::message(format!(
-            "inserted {rows} rows into {name}"
-        )))
+        Ok(StatementResult::written(
+            format!("inserted {rows} rows into {name}"),
+            rows,
+        ))
     }
 
     /// Runs `input` as a Ballista job writing Parquet into a staging directory,
     /// then publishes it as the table's next snapshot. Returns the rows written.
-    async fn write_managed(
+    pub(crate) async fn write_managed(
         &self,
         name: &str,
         input: LogicalPlan,
-        carry_snapshot: Option<u64>,
+        mode: WriteMode,
         table_schema: Schema,
         partition_by: Vec<String>,
     ) -> Result<u64> {
@@ -637,12 +800,26 @@ impl KilnSession {
             .and_then(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
             .map(|counts| counts.iter().flatten().sum())
             .unwrap_or(0);
-        if let Some(snapshot) = carry_snapshot {
+        let mut expected = None;
+        if let Some((snapshot, replaced)) = &mode.carry {
+            if let Some(partition) = replaced {
+                only_partition_written(staged.dir(), partition)?;
+            }
             self.lake
-                .carry_snapshot(name, snapshot, &staged)
+                .carry_snapshot(name, *snapshot, &staged, replaced.as_deref())
                 .map_err(lake_error)?;
+            expected = Some(*snapshot);
         }
-        let entry = self.publish(name, staged, table_schema, partition_by)?;
+        crate::ingest::failpoint("before-publish");
+        let entry = self
+            .lake
+            .publish(name, staged, expected, |snapshot| ManagedTable {
+                schema: table_schema,
+                partition_by,
+                snapshot,
+                ingest_manifest: mode.ingest_manifest,
+            })
+            .map_err(lake_error)?;
         self.register_managed(name, &entry)?;
         Ok(rows)
     }
@@ -655,10 +832,11 @@ impl KilnSession {
         partition_by: Vec<String>,
     ) -> Result<ManagedTable> {
         self.lake
-            .publish(name, staged, |snapshot| ManagedTable {
+            .publish(name, staged, None, |snapshot| ManagedTable {
                 schema,
                 partition_by,
                 snapshot,
+                ingest_manifest: None,
             })
             .map_err(lake_error)
     }
@@ -838,6 +1016,74 @@ fn table_schema(input: &Schema, partition_by: &[String]) -> Result<Schema> {
         ))
     });
     Ok(Schema::new(data.chain(partitions).collect::<Vec<_>>()))
+}
+
+/// `kiln.job_runs`: one row per attempt of a job run (records written by `kiln jobs`).
+pub fn job_runs_schema() -> SchemaRef {
+    use datafusion::arrow::datatypes::TimeUnit;
+    let utc = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Utf8, false),
+        Field::new("job", DataType::Utf8, false),
+        Field::new("run_date", DataType::Date32, false),
+        Field::new("attempt", DataType::Int64, false),
+        Field::new("max_attempts", DataType::Int64, false),
+        Field::new("trigger", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("started_at", utc(), false),
+        Field::new("ended_at", utc(), true),
+        Field::new("rows_written", DataType::Int64, true),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("params", DataType::Utf8, true),
+        Field::new("host", DataType::Utf8, true),
+        Field::new("pid", DataType::Int64, true),
+    ]))
+}
+
+/// The text of a literal partition value: `'x'`, `5`, `DATE '2026-11-01'`.
+fn partition_literal(expr: &datafusion::sql::sqlparser::ast::Expr) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{Expr, Value};
+    let value = match expr {
+        Expr::Value(v) => &v.value,
+        Expr::TypedString(t) => &t.value.value,
+        _ => return None,
+    };
+    match value {
+        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+        Value::Number(n, _) => Some(n.to_string()),
+        Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// How a write combines with a table's published data.
+#[derive(Debug, Default)]
+pub(crate) struct WriteMode {
+    /// Keep the files of this snapshot (an append), except a partition
+    /// directory that the write replaces. The publish then refuses if the
+    /// table moved past this snapshot meanwhile.
+    pub carry: Option<(u64, Option<PathBuf>)>,
+    /// The ingest manifest to publish with the data.
+    pub ingest_manifest: Option<String>,
+}
+
+/// A partition overwrite must write into its own partition directory only.
+fn only_partition_written(staged: &Path, partition: &Path) -> Result<()> {
+    let mut expected = staged.to_path_buf();
+    if let Some(first) = partition.components().next() {
+        expected.push(first);
+    }
+    for entry in std::fs::read_dir(staged)? {
+        let path = entry?.path();
+        if path != expected {
+            return Err(DataFusionError::Internal(format!(
+                "a write to partition '{}' produced '{}' outside it; nothing was published",
+                partition.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn lake_error(e: LakeError) -> DataFusionError {

@@ -1,0 +1,477 @@
+//! `INGEST INTO table FROM 'dir/' FORMAT CSV|JSON|PARQUET [OPTIONS (...)]`:
+//! loads the files of a landing directory that were not loaded before.
+//!
+//! The table's manifest (`_kiln/ingest/<table>-<id>.json`: path, size,
+//! mtime and SHA-256 of every loaded file) is written under a fresh name and
+//! swapped into the catalog by the same atomic write that publishes the new
+//! data, so a file is loaded exactly once even when the process is killed
+//! mid-run and the statement is run again.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::datatypes::Schema;
+use datafusion::common::TableReference;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::{
+    cast, ident, lit, CsvReadOptions, DataFrame, JsonReadOptions, ParquetReadOptions,
+};
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ml::{expect_word, ident as name, syntax, take_word};
+use crate::session::{lake_error, WriteMode};
+use crate::{KilnSession, StatementResult};
+
+/// File formats INGEST reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestFormat {
+    Csv,
+    Json,
+    Parquet,
+}
+
+impl IngestFormat {
+    fn extensions(self) -> &'static [&'static str] {
+        match self {
+            IngestFormat::Csv => &["csv", "tsv"],
+            IngestFormat::Json => &["json", "jsonl", "ndjson"],
+            IngestFormat::Parquet => &["parquet"],
+        }
+    }
+}
+
+/// A parsed `INGEST INTO` statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestStatement {
+    pub table: String,
+    pub location: String,
+    pub format: IngestFormat,
+    pub has_header: bool,
+    pub delimiter: u8,
+}
+
+/// Parses `INGEST INTO ...`; `None` when `sql` is another statement.
+pub fn parse(sql: &str) -> Result<Option<IngestStatement>> {
+    let dialect = GenericDialect {};
+    let Ok(mut parser) = Parser::new(&dialect).try_with_sql(sql) else {
+        return Ok(None);
+    };
+    if !take_word(&mut parser, "INGEST") {
+        return Ok(None);
+    }
+    expect_word(
+        &mut parser,
+        "INTO",
+        "INGEST INTO table FROM 'dir/' FORMAT CSV",
+    )?;
+    let table = name(&mut parser, "a table after INGEST INTO")?;
+    expect_word(&mut parser, "FROM", "INGEST INTO table FROM 'dir/'")?;
+    let location = parser
+        .parse_literal_string()
+        .map_err(|e| syntax(format!("INGEST INTO {table} FROM 'dir/': {e}")))?;
+    expect_word(
+        &mut parser,
+        "FORMAT",
+        "INGEST INTO table FROM 'dir/' FORMAT CSV|JSON|PARQUET",
+    )?;
+    let format = match name(&mut parser, "CSV, JSON or PARQUET after FORMAT")?
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "CSV" => IngestFormat::Csv,
+        "JSON" | "NDJSON" => IngestFormat::Json,
+        "PARQUET" => IngestFormat::Parquet,
+        other => {
+            return Err(syntax(format!(
+                "INGEST ... FORMAT {other}: the formats are CSV, JSON (one object per line) and PARQUET"
+            )))
+        }
+    };
+    let mut statement = IngestStatement {
+        table,
+        location,
+        format,
+        has_header: true,
+        delimiter: b',',
+    };
+    if take_word(&mut parser, "OPTIONS") {
+        parser
+            .expect_token(&Token::LParen)
+            .map_err(|e| syntax(format!("INGEST ... OPTIONS (key = value, ...): {e}")))?;
+        loop {
+            let key = name(&mut parser, "an option name")?;
+            parser
+                .expect_token(&Token::Eq)
+                .map_err(|e| syntax(format!("INGEST option {key}: {e}")))?;
+            let value = parser
+                .parse_value()
+                .map_err(|e| syntax(format!("INGEST option {key}: {e}")))?
+                .value;
+            let text = value
+                .clone()
+                .into_string()
+                .unwrap_or_else(|| value.to_string());
+            match (key.as_str(), format) {
+                ("has_header", IngestFormat::Csv) => {
+                    statement.has_header = match text.to_ascii_lowercase().as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(syntax(format!("INGEST option has_header must be true or false, not {text}"))),
+                    }
+                }
+                ("delimiter", IngestFormat::Csv) if text.len() == 1 => {
+                    statement.delimiter = text.as_bytes()[0]
+                }
+                ("delimiter", IngestFormat::Csv) => {
+                    return Err(syntax(format!(
+                        "INGEST option delimiter must be one character, not '{text}'"
+                    )))
+                }
+                (other, _) => {
+                    return Err(syntax(format!(
+                        "unknown INGEST option '{other}' for this format; CSV takes has_header and delimiter, JSON and PARQUET take none"
+                    )))
+                }
+            }
+            if !parser.consume_token(&Token::Comma) {
+                break;
+            }
+        }
+        parser
+            .expect_token(&Token::RParen)
+            .map_err(|e| syntax(format!("INGEST ... OPTIONS (...): {e}")))?;
+    }
+    let _ = parser.consume_token(&Token::SemiColon);
+    if parser.peek_token().token != Token::EOF {
+        return Err(syntax(format!(
+            "unexpected {} after INGEST INTO {} ...",
+            parser.peek_token(),
+            statement.table
+        )));
+    }
+    Ok(Some(statement))
+}
+
+/// The files an ingested table has loaded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    pub table: String,
+    pub files: Vec<LoadedFile>,
+}
+
+/// One loaded source file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadedFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified_unix_ms: i64,
+    pub sha256: String,
+    pub ingested_at: DateTime<Utc>,
+    /// The INGEST run that loaded it.
+    pub batch: String,
+}
+
+/// A candidate file in the landing directory.
+struct SourceFile {
+    path: PathBuf,
+    size: u64,
+    modified_unix_ms: i64,
+}
+
+fn source_files(root: &Path, format: IngestFormat) -> Result<Vec<SourceFile>> {
+    let mut files = vec![];
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::metadata(&path).map_err(|e| {
+            DataFusionError::Plan(format!("INGEST: cannot read '{}': {e}", path.display()))
+        })?;
+        let hidden = path != root
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.') || n.starts_with('_'));
+        if hidden {
+            continue;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+            continue;
+        }
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_default();
+        if path != root && !format.extensions().contains(&extension.as_str()) {
+            continue;
+        }
+        let modified_unix_ms = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        files.push(SourceFile {
+            path,
+            size: meta.len(),
+            modified_unix_ms,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+fn sha256_of(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Test hook: with `KILN_FAILPOINT=<name>`, the process announces the point
+/// on stderr and stops there (a test then kills it), to prove that a crash
+/// at that point publishes nothing.
+pub(crate) fn failpoint(name: &str) {
+    if std::env::var("KILN_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name} reached");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
+impl KilnSession {
+    pub(crate) async fn execute_ingest(
+        &self,
+        statement: IngestStatement,
+    ) -> Result<StatementResult> {
+        let table = statement.table.clone();
+        crate::lake::validate_table_name(&table).map_err(lake_error)?;
+        let root = crate::resolve_path(Path::new(&statement.location));
+        self.check_allowed_location(&table, &root.to_string_lossy())?;
+        let current = self.managed_entry(&TableReference::bare(table.as_str()))?;
+        if current.is_none() && self.context().table_exist(table.as_str())? {
+            return Err(DataFusionError::Plan(format!(
+                "INGEST INTO {table}: '{table}' is not a lake table (external tables and views \
+                 cannot be ingested into); pick a new name and INGEST creates the table"
+            )));
+        }
+        let meta = self.lake().meta_dir();
+        let manifest = match current.as_ref().and_then(|e| e.ingest_manifest.as_ref()) {
+            Some(relative) => {
+                let path = meta.join(relative);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "INGEST INTO {table}: cannot read its manifest '{}': {e}",
+                        path.display()
+                    ))
+                })?;
+                serde_json::from_str::<Manifest>(&text).map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "INGEST INTO {table}: corrupt manifest '{}': {e}",
+                        path.display()
+                    ))
+                })?
+            }
+            None => Manifest {
+                table: table.clone(),
+                files: vec![],
+            },
+        };
+        let by_path: HashMap<&Path, &LoadedFile> = manifest
+            .files
+            .iter()
+            .map(|f| (f.path.as_path(), f))
+            .collect();
+        let known_hashes: BTreeSet<&str> =
+            manifest.files.iter().map(|f| f.sha256.as_str()).collect();
+        let candidates = source_files(&root, statement.format)?;
+        let batch = uuid::Uuid::new_v4().simple().to_string();
+        let now = Utc::now();
+        let mut new_files: Vec<LoadedFile> = vec![];
+        let mut already = 0;
+        for file in candidates {
+            if let Some(loaded) = by_path.get(file.path.as_path()) {
+                if loaded.size == file.size && loaded.modified_unix_ms == file.modified_unix_ms {
+                    already += 1;
+                    continue;
+                }
+            }
+            let sha256 = sha256_of(&file.path)?;
+            if known_hashes.contains(sha256.as_str())
+                || new_files.iter().any(|f| f.sha256 == sha256)
+            {
+                already += 1;
+                continue;
+            }
+            if by_path.contains_key(file.path.as_path()) {
+                self.warn(format!(
+                    "INGEST INTO {table}: '{}' changed since it was loaded; changed files are \
+                     not loaded again (write new data to a new file)",
+                    file.path.display()
+                ));
+                already += 1;
+                continue;
+            }
+            new_files.push(LoadedFile {
+                path: file.path,
+                size: file.size,
+                modified_unix_ms: file.modified_unix_ms,
+                sha256,
+                ingested_at: now,
+                batch: batch.clone(),
+            });
+        }
+        if new_files.is_empty() {
+            return Ok(StatementResult::written(
+                format!(
+                    "no new files in '{}' for {table} ({already} already ingested)",
+                    root.display()
+                ),
+                0,
+            ));
+        }
+        let paths: Vec<String> = new_files
+            .iter()
+            .map(|f| f.path.to_string_lossy().into_owned())
+            .collect();
+        let ctx = self.context();
+        let df = match statement.format {
+            IngestFormat::Csv => {
+                let options = CsvReadOptions::new()
+                    .has_header(statement.has_header)
+                    .delimiter(statement.delimiter)
+                    .file_extension("");
+                ctx.read_csv(paths, options).await
+            }
+            IngestFormat::Json => {
+                ctx.read_json(paths, JsonReadOptions::default().file_extension(""))
+                    .await
+            }
+            IngestFormat::Parquet => {
+                let options = ParquetReadOptions {
+                    file_extension: "",
+                    ..Default::default()
+                };
+                ctx.read_parquet(paths, options).await
+            }
+        }
+        .map_err(|e| {
+            DataFusionError::Plan(format!(
+                "INGEST INTO {table}: cannot read the new files in '{}': {e}",
+                root.display()
+            ))
+        })?;
+        let (df, schema, partition_by, carry) = match &current {
+            Some(entry) => (
+                align(df, &entry.schema, &table)?,
+                entry.schema.clone(),
+                entry.partition_by.clone(),
+                Some((entry.snapshot, None)),
+            ),
+            None => {
+                let schema = Schema::new(
+                    df.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| f.as_ref().clone().with_nullable(true))
+                        .collect::<Vec<_>>(),
+                );
+                (df, schema, vec![], None)
+            }
+        };
+        let mut files = manifest.files.clone();
+        let count = new_files.len();
+        files.extend(new_files);
+        let relative = format!("ingest/{table}-{batch}.json");
+        let manifest_path = meta.join(&relative);
+        std::fs::create_dir_all(manifest_path.parent().expect("has a parent"))?;
+        let text = serde_json::to_string_pretty(&Manifest {
+            table: table.clone(),
+            files,
+        })
+        .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        std::fs::write(&manifest_path, text)?;
+        let mode = WriteMode {
+            carry,
+            ingest_manifest: Some(relative),
+        };
+        let written = self
+            .write_managed(
+                &table,
+                df.logical_plan().clone(),
+                mode,
+                schema,
+                partition_by,
+            )
+            .await;
+        let rows = match written {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = std::fs::remove_file(&manifest_path);
+                return Err(e);
+            }
+        };
+        if let Some(old) = current.and_then(|e| e.ingest_manifest) {
+            let _ = std::fs::remove_file(meta.join(old));
+        }
+        Ok(StatementResult::written(
+            format!(
+                "ingested {count} new files ({rows} rows) from '{}' into {table} ({already} already ingested)",
+                root.display()
+            ),
+            rows,
+        ))
+    }
+}
+
+/// The new files' columns in the table's order and types; a column the
+/// files lack is NULL, a column the table lacks is an error.
+fn align(df: DataFrame, target: &Schema, table: &str) -> Result<DataFrame> {
+    let source = df.schema().clone();
+    for field in source.fields() {
+        if target.field_with_name(field.name()).is_err() {
+            let columns: Vec<&str> = target.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(DataFusionError::Plan(format!(
+                "INGEST INTO {table}: the new files have a column '{}' that the table does not \
+                 (its columns: {}); add it with CREATE OR REPLACE TABLE or ingest into a new table",
+                field.name(),
+                columns.join(", ")
+            )));
+        }
+    }
+    let exprs = target
+        .fields()
+        .iter()
+        .map(|f| {
+            let value = if source.field_with_unqualified_name(f.name()).is_ok() {
+                ident(f.name())
+            } else {
+                lit(ScalarValue::Null)
+            };
+            cast(value, f.data_type().clone()).alias(f.name())
+        })
+        .collect::<Vec<_>>();
+    df.select(exprs)
+}
