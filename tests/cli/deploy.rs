@@ -57,9 +57,19 @@ fn compose_commands(doc: &Yaml) -> Vec<Vec<String>> {
 }
 
 /// Command lines in Kubernetes manifests: `args` of every container of a
-/// workload (the image's entrypoint is `kiln`).
+/// workload or CronJob (the image's entrypoint is `kiln`).
 fn kubernetes_commands(doc: &Yaml) -> Vec<Vec<String>> {
-    let containers = &doc["spec"]["template"]["spec"]["containers"];
+    let pod = if doc["kind"].as_str() == Some("CronJob") {
+        let schedule = doc["spec"]["schedule"]
+            .as_str()
+            .expect("a CronJob has a schedule");
+        let zone = doc["spec"]["timeZone"].as_str().unwrap_or("UTC");
+        kiln_jobs::Schedule::new("CronJob", schedule, zone).unwrap();
+        &doc["spec"]["jobTemplate"]["spec"]["template"]
+    } else {
+        &doc["spec"]["template"]
+    };
+    let containers = &pod["spec"]["containers"];
     containers
         .as_vec()
         .map(|cs| {
@@ -69,6 +79,30 @@ fn kubernetes_commands(doc: &Yaml) -> Vec<Vec<String>> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Command lines of a crontab: five schedule fields, then the command up to
+/// its redirections. Every schedule must be a valid cron expression.
+fn crontab_commands(file: &Path, text: &str) -> Vec<Vec<String>> {
+    let mut commands = vec![];
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.contains('=') && !line.contains(' ') {
+            continue;
+        }
+        let words = shlex::split(line).expect("crontab line splits");
+        let schedule = words[..5].join(" ");
+        kiln_jobs::Schedule::new("crontab", &schedule, "UTC")
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(words[5].ends_with("/kiln"), "{}: {line}", file.display());
+        commands.push(
+            words[6..]
+                .iter()
+                .take_while(|w| !w.starts_with('>') && !w.starts_with("2>"))
+                .cloned()
+                .collect(),
+        );
+    }
+    commands
 }
 
 #[test]
@@ -106,7 +140,20 @@ fn every_deploy_file_parses_and_its_kiln_command_lines_are_valid() {
             };
             assert_eq!(json_array("ENTRYPOINT"), vec!["kiln".to_string()]);
             vec![json_array("CMD")]
-        } else if name.ends_with(".service") || name.ends_with(".timer") {
+        } else if name.ends_with(".crontab") {
+            crontab_commands(file, &text)
+        } else if name.ends_with(".timer") {
+            let unit = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Unit="))
+                .unwrap_or_else(|| panic!("{}: no Unit=", file.display()));
+            assert!(
+                file.with_file_name(unit).exists(),
+                "{}: Unit={unit} is not a file beside it",
+                file.display()
+            );
+            continue;
+        } else if name.ends_with(".service") {
             let mut section = String::new();
             let mut commands = vec![];
             for line in text.lines().map(str::trim) {
@@ -149,7 +196,7 @@ fn every_deploy_file_parses_and_its_kiln_command_lines_are_valid() {
             checked += 1;
         }
     }
-    assert!(checked >= 7, "only {checked} command lines checked");
+    assert!(checked >= 10, "only {checked} command lines checked");
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod cluster;
 #[path = "../../crates/kiln-sql/tests/common.rs"]
 mod common;
 mod deploy;
+mod jobs;
 #[path = "../support/slt.rs"]
 mod slt;
 

@@ -135,7 +135,9 @@ pub enum JobsCommand {
         name: String,
         #[command(flatten)]
         run: JobRunArgs,
-        /// The run date, `${run_date}` in the SQL [default: today (UTC)].
+        /// The run date, `${run_date}` in the SQL [default: for a scheduled job, the date
+        /// of its latest scheduled run (the 02:00 run of a daily job processes yesterday);
+        /// otherwise today (UTC)].
         #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
         date: Option<NaiveDate>,
     },

@@ -47,7 +47,11 @@ pub async fn jobs(
             ExitCode::SUCCESS
         }
         JobsCommand::Run { name, run, date } => {
-            let date = date.unwrap_or_else(today);
+            let date = match (date, jobs.get(&name)) {
+                (Some(date), _) => date,
+                (None, Ok(spec)) => default_run_date(spec),
+                (None, Err(e)) => return invalid(e),
+            };
             let runner = match Runner::new(jobs, &name, &run, options, quiet).await {
                 Ok(r) => r,
                 Err(code) => return code,
@@ -88,6 +92,18 @@ pub async fn jobs(
             format,
         } => history(&jobs, options, name, limit, format, quiet).await,
     }
+}
+
+/// The date a run started now processes: for a scheduled job, that of the
+/// schedule's latest fire time (what `kiln schedule` would have run, so a
+/// cron line or timer at the same time agrees); otherwise today (UTC).
+fn default_run_date(spec: &JobSpec) -> NaiveDate {
+    let now = Utc::now();
+    spec.schedule
+        .as_ref()
+        .and_then(|s| s.previous_before(now + chrono::Duration::seconds(1)))
+        .map(|fire| spec.schedule.as_ref().expect("checked").run_date(fire))
+        .unwrap_or_else(today)
 }
 
 fn list(jobs: &JobSet) {

@@ -1,8 +1,9 @@
 //! The `kiln` command: SQL over a data lake, executed on Ballista.
 //!
 //! `kiln sql` runs one-shot statements or an interactive REPL; `kiln run`
-//! runs a SQL script with `${param}` substitution; `kiln scheduler` and
-//! `kiln executor` run the processes of a cluster. Exit code 0 means every
+//! runs a SQL script with `${param}` substitution; `kiln jobs` and `kiln
+//! schedule` run nightly jobs; `kiln scheduler` and `kiln executor` run the
+//! processes of a cluster. Exit code 0 means every
 //! statement succeeded; 1 means a statement (or the setup) failed; 2 means the
 //! command line was invalid.
 

@@ -410,12 +410,11 @@ impl KilnSession {
 
         let mut partition_by = vec![];
         let mut external_ddl = None;
-        let mut static_partition = None;
         match &mut statement {
             DFStatement::Statement(s) => match s.as_mut() {
                 SQLStatement::ShowTables { .. } => return self.show_tables(),
                 SQLStatement::Insert(insert) if insert.partitioned.is_some() => {
-                    static_partition = Some(self.rewrite_partition_insert(insert)?);
+                    return self.insert_partition(insert).await;
                 }
                 SQLStatement::CreateTable(create) => {
                     if let HiveDistributionStyle::PARTITIONED { columns } =
@@ -492,12 +491,8 @@ impl KilnSession {
             }
             LogicalPlan::Ddl(DdlStatement::DropTable(drop)) => self.drop_table(drop).await,
             LogicalPlan::Dml(dml) if managed_target.is_some() => {
-                self.insert_managed(
-                    dml,
-                    managed_target.expect("checked by the guard"),
-                    static_partition,
-                )
-                .await
+                self.insert_managed(dml, managed_target.expect("checked by the guard"))
+                    .await
             }
             LogicalPlan::DescribeTable(describe) => {
                 let schema = describe.schema.as_ref();
@@ -514,12 +509,11 @@ impl KilnSession {
 
     /// `INSERT [OVERWRITE] t PARTITION (c = v, ...) SELECT ...` (Hive/Spark):
     /// the query gives the other columns, the clause the partition values.
-    /// Rewrites the query to append the values and returns the partition's
-    /// directory, which an overwrite replaces and nothing else.
-    fn rewrite_partition_insert(
+    /// An overwrite replaces that partition's directory and nothing else.
+    async fn insert_partition(
         &self,
         insert: &mut datafusion::sql::sqlparser::ast::Insert,
-    ) -> Result<PathBuf> {
+    ) -> Result<StatementResult> {
         use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, TableObject};
         let values = insert.partitioned.take().unwrap_or_default();
         let TableObject::TableName(table) = &insert.table else {
@@ -615,14 +609,58 @@ impl KilnSession {
         let source = insert.source.take().ok_or_else(|| {
             DataFusionError::Plan("INSERT ... PARTITION needs a query".to_string())
         })?;
-        let rewritten = format!("SELECT {} FROM ({source}) AS __kiln_src", select.join(", "));
-        let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
-        let query = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
-            .try_with_sql(&rewritten)
-            .and_then(|mut p| p.parse_query())
-            .map_err(|e| DataFusionError::Internal(format!("rewriting PARTITION insert: {e}")))?;
-        insert.source = Some(query);
-        Ok(dir)
+        let query = format!("SELECT {} FROM ({source}) AS __kiln_src", select.join(", "));
+        let plan = self.ctx.state().create_logical_plan(&query).await?;
+        let given = plan.schema().fields().len();
+        let expected = entry.schema.fields().len();
+        if given != expected {
+            return Err(DataFusionError::Plan(format!(
+                "INSERT into '{name}' PARTITION (...): the query gives {} column(s), the table \
+                 has {} besides the partition column(s) ({})",
+                given - entry.partition_by.len(),
+                expected - entry.partition_by.len(),
+                entry
+                    .schema
+                    .fields()
+                    .iter()
+                    .filter(|f| !entry.partition_by.contains(f.name()))
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let casts = plan
+            .schema()
+            .columns()
+            .into_iter()
+            .zip(entry.schema.fields())
+            .map(|(column, field)| {
+                datafusion::prelude::cast(
+                    datafusion::prelude::Expr::Column(column),
+                    field.data_type().clone(),
+                )
+                .alias(field.name())
+            });
+        let input = datafusion::logical_expr::LogicalPlanBuilder::from(plan)
+            .project(casts)?
+            .build()?;
+        let carry = Some((entry.snapshot, insert.overwrite.then_some(dir)));
+        let rows = self
+            .write_managed(
+                &name,
+                input,
+                WriteMode {
+                    carry,
+                    ..WriteMode::default()
+                },
+                entry.schema,
+                entry.partition_by,
+            )
+            .await?;
+        Ok(StatementResult::written(
+            format!("inserted {rows} rows into {name}"),
+            rows,
+        ))
     }
 
     /// Refuses external tables outside the lake and the allowed roots (when confined).
@@ -741,19 +779,14 @@ impl KilnSession {
         &self,
         dml: DmlStatement,
         entry: ManagedTable,
-        partition: Option<PathBuf>,
     ) -> Result<StatementResult> {
         let name = dml.table_name.table().to_string();
-        let carry = match (dml.op, partition) {
-            (WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append), _) => {
+        let carry = match dml.op {
+            WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Append) => {
                 Some((entry.snapshot, None))
             }
-            (WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Overwrite), None) => None,
-            (
-                WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Overwrite),
-                Some(partition),
-            ) => Some((entry.snapshot, Some(partition))),
-            (other, _) => {
+            WriteOp::Insert(datafusion::logical_expr::dml::InsertOp::Overwrite) => None,
+            other => {
                 return Err(DataFusionError::NotImplemented(format!(
                     "{other} on lake table '{name}' is not supported yet; use INSERT INTO, \
                      INSERT OVERWRITE or CREATE OR REPLACE TABLE ... AS"

@@ -381,6 +381,56 @@ async fn transform_statistics_are_fitted_stored_and_reapplied() {
         286,
         "rows with NULL spend are imputed, not dropped"
     );
+
+    // A parenthesized PREDICT is a subquery: its rows feed CREATE TABLE AS,
+    // with the same transforms and the same predictions.
+    s.execute(
+        "CREATE TABLE scored AS SELECT id, prediction, probability FROM \
+         (PREDICT MODEL churn AS SELECT id, age, country, spend FROM customers WHERE spend IS NULL) p",
+    )
+    .await
+    .unwrap();
+    let direct = rows(
+        &s.execute(
+            "SELECT id, prediction, probability FROM (PREDICT MODEL churn AS SELECT id, age, country, spend \
+             FROM customers WHERE spend IS NULL) ORDER BY id",
+        )
+        .await
+        .unwrap(),
+    );
+    let stored = rows(&s.execute("SELECT * FROM scored ORDER BY id").await.unwrap());
+    assert_eq!(stored.len(), 286);
+    assert_eq!(stored, direct);
+    let err = s
+        .execute("SELECT * FROM (PREDICT MODEL nope AS SELECT 1)")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
+
+    // warm_start continues from v1 with v1's fitted statistics, on other rows.
+    s.execute(
+        "TRAIN MODEL churn USING logistic_regression OPTIONS (epochs = 2, warm_start = true) \
+         TRANSFORM (standard_scale(age) AS age, one_hot(country, 2) AS country, impute(spend, 'median') AS spend) \
+         LABEL churned AS SELECT age, country, spend, churned FROM customers WHERE age > 60",
+    )
+    .await
+    .unwrap();
+    let v2 = s.registry().card("churn", 2).unwrap();
+    assert_eq!(v2.warm_started_from, Some(1));
+    assert_eq!(v2.transform, card.transform, "v1's statistics are kept");
+    let err = s
+        .execute(
+            "TRAIN MODEL churn USING logistic_regression OPTIONS (warm_start = true) \
+             TRANSFORM (standard_scale(age) AS age) LABEL churned AS SELECT age, churned FROM customers",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("was trained with TRANSFORM outputs (age, country, spend)"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
