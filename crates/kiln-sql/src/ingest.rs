@@ -269,7 +269,7 @@ impl KilnSession {
         let table = statement.table.clone();
         crate::lake::validate_table_name(&table).map_err(lake_error)?;
         let root = crate::resolve_path(Path::new(&statement.location));
-        self.check_allowed_location(&table, &root.to_string_lossy())?;
+        self.check_allowed_location(&format!("INGEST INTO {table}"), &root.to_string_lossy())?;
         let current = self.managed_entry(&TableReference::bare(table.as_str()))?;
         if current.is_none() && self.context().table_exist(table.as_str())? {
             return Err(DataFusionError::Plan(format!(

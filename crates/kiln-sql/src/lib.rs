@@ -41,6 +41,7 @@ pub mod cluster;
 pub mod codec;
 pub mod diagnostics;
 pub mod embedded;
+pub mod feature_fns;
 pub mod features;
 pub mod ingest;
 pub mod lake;

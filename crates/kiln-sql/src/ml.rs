@@ -483,9 +483,18 @@ impl KilnSession {
         let missing: Vec<&str> = card
             .features
             .iter()
-            .filter_map(|f| match card.transform.iter().find(|t| t.name == f.name) {
-                Some(t) => t.input.as_deref().filter(|input| !has(input)),
-                None => (!has(&f.name)).then_some(f.name.as_str()),
+            .flat_map(|f| match card.transform.iter().find(|t| t.name == f.name) {
+                Some(t) => t
+                    .input
+                    .iter()
+                    .chain(&t.also_consumes)
+                    .map(String::as_str)
+                    .filter(|input| !has(input))
+                    .collect::<Vec<_>>(),
+                None => (!has(&f.name))
+                    .then_some(f.name.as_str())
+                    .into_iter()
+                    .collect(),
             })
             .collect();
         if !missing.is_empty() {
@@ -1383,5 +1392,191 @@ impl KilnSession {
             i += 1;
         }
         Ok(expanded.then_some(out))
+    }
+}
+
+/// The raw columns a model trained with TRANSFORM reads, in order: each
+/// feature's transform inputs, or the feature itself.
+pub(crate) fn raw_inputs(card: &ModelCard) -> Vec<String> {
+    let mut raw: Vec<String> = vec![];
+    for feature in &card.features {
+        let columns: Vec<String> = match card.transform.iter().find(|t| t.name == feature.name) {
+            Some(t) => t.input.iter().chain(&t.also_consumes).cloned().collect(),
+            None => vec![feature.name.clone()],
+        };
+        for column in columns {
+            if !raw.contains(&column) {
+                raw.push(column);
+            }
+        }
+    }
+    raw
+}
+
+/// `sql` (a fitted transform) with each reference to a raw column replaced by `(argument)`.
+fn substitute_columns(sql: &str, arguments: &std::collections::HashMap<String, String>) -> String {
+    let dialect = GenericDialect {};
+    let Ok(tokens) =
+        datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, sql).tokenize()
+    else {
+        return sql.to_string();
+    };
+    let mut out = String::with_capacity(sql.len());
+    for (i, token) in tokens.iter().enumerate() {
+        let next = tokens[i + 1..]
+            .iter()
+            .find(|t| !matches!(t, Token::Whitespace(_)));
+        let previous = tokens[..i]
+            .iter()
+            .rev()
+            .find(|t| !matches!(t, Token::Whitespace(_)));
+        let replacement = match token {
+            Token::Word(w) if next != Some(&Token::LParen) && previous != Some(&Token::Period) => {
+                let name = if w.quote_style.is_some() {
+                    w.value.clone()
+                } else {
+                    w.value.to_lowercase()
+                };
+                arguments.get(&name).map(|a| format!("({a})"))
+            }
+            _ => None,
+        };
+        match replacement {
+            Some(r) => out.push_str(&r),
+            None => out.push_str(&token.to_string()),
+        }
+    }
+    out
+}
+
+impl KilnSession {
+    /// Rewrites `predict('m', raw...)` / `predict_proba(...)` calls on models
+    /// trained with TRANSFORM so they pass the fitted transforms of the
+    /// model's raw input columns, pinned to the version resolved now. `None`
+    /// when nothing changed.
+    pub(crate) fn rewrite_predict_calls(&self, sql: &str) -> Result<Option<String>> {
+        if !sql.to_ascii_lowercase().contains("predict") {
+            return Ok(None);
+        }
+        let dialect = GenericDialect {};
+        let Ok(tokens) =
+            datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, sql).tokenize()
+        else {
+            return Ok(None);
+        };
+        let significant = |from: usize| {
+            (from..tokens.len()).find(|&j| !matches!(tokens[j], Token::Whitespace(_)))
+        };
+        let mut out = String::with_capacity(sql.len());
+        let mut changed = false;
+        let mut i = 0;
+        while i < tokens.len() {
+            let function = match &tokens[i] {
+                Token::Word(w)
+                    if w.quote_style.is_none()
+                        && (w.value.eq_ignore_ascii_case("predict")
+                            || w.value.eq_ignore_ascii_case("predict_proba")) =>
+                {
+                    Some(w.value.to_lowercase())
+                }
+                _ => None,
+            };
+            let open = function.as_ref().and_then(|_| significant(i + 1));
+            let reference = open
+                .filter(|&o| tokens[o] == Token::LParen)
+                .and_then(|o| significant(o + 1))
+                .and_then(|r| match &tokens[r] {
+                    Token::SingleQuotedString(s) => Some((r, s.clone())),
+                    _ => None,
+                });
+            let (Some(function), Some(open), Some((reference_at, reference))) =
+                (function, open, reference)
+            else {
+                out.push_str(&tokens[i].to_string());
+                i += 1;
+                continue;
+            };
+            let (name, version) = match reference.split_once('@') {
+                Some((n, v)) => (n.to_string(), v.parse::<u64>().ok()),
+                None => (reference.clone(), None),
+            };
+            let card = match self.model_card(&name, version) {
+                Ok(card) if !card.transform.is_empty() => card,
+                // Unknown models and models without TRANSFORM: the UDF reports.
+                _ => {
+                    out.push_str(&tokens[i].to_string());
+                    i += 1;
+                    continue;
+                }
+            };
+            let mut depth = 0usize;
+            let mut arguments: Vec<String> = vec![];
+            let mut current = String::new();
+            let mut close = None;
+            for (j, token) in tokens.iter().enumerate().skip(open) {
+                match token {
+                    Token::LParen => {
+                        depth += 1;
+                        if depth == 1 {
+                            continue;
+                        }
+                    }
+                    Token::RParen => {
+                        depth -= 1;
+                        if depth == 0 {
+                            close = Some(j);
+                            break;
+                        }
+                    }
+                    Token::Comma if depth == 1 => {
+                        arguments.push(std::mem::take(&mut current));
+                        continue;
+                    }
+                    _ => {}
+                }
+                if j > reference_at {
+                    current.push_str(&token.to_string());
+                }
+            }
+            arguments.push(current);
+            let Some(close) = close else {
+                return Err(syntax(format!("unbalanced parentheses in {function}(...)")));
+            };
+            let raw = raw_inputs(&card);
+            let given: Vec<String> = arguments
+                .iter()
+                .skip(1)
+                .map(|a| a.trim().to_string())
+                .collect();
+            if given.len() != raw.len() {
+                return Err(DataFusionError::Plan(format!(
+                    "{function}('{reference}', ...): model '{}' v{} was trained with TRANSFORM (...) and \
+                     takes its raw input column(s) ({}), got {} argument(s); the fitted transforms are applied for you",
+                    card.name,
+                    card.version,
+                    raw.join(", "),
+                    given.len()
+                )));
+            }
+            let by_column: std::collections::HashMap<String, String> =
+                raw.iter().cloned().zip(given).collect();
+            let features: Vec<String> = card
+                .features
+                .iter()
+                .map(|f| match card.transform.iter().find(|t| t.name == f.name) {
+                    Some(t) => format!("({})", substitute_columns(&t.sql, &by_column)),
+                    None => format!("({})", by_column[&f.name]),
+                })
+                .collect();
+            out.push_str(&format!(
+                "{function}('{}@{}', {})",
+                card.name,
+                card.version,
+                features.join(", ")
+            ));
+            changed = true;
+            i = close + 1;
+        }
+        Ok(changed.then_some(out))
     }
 }

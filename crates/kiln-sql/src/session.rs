@@ -401,6 +401,10 @@ impl KilnSession {
         if let Some(statement) = crate::ingest::parse(sql)? {
             return self.execute_ingest(statement).await;
         }
+        // predict() calls on TRANSFORM models first: the PREDICT MODEL
+        // expansion below generates calls that already carry the transforms.
+        let rewritten = self.rewrite_predict_calls(sql)?;
+        let sql = rewritten.as_deref().unwrap_or(sql);
         let expanded = self.expand_predict_subqueries(sql).await?;
         let sql = expanded.as_deref().unwrap_or(sql);
         let state = self.ctx.state();
@@ -408,6 +412,9 @@ impl KilnSession {
             .sql_to_statement(sql, &state.config_options().sql_parser.dialect)
             .map_err(|e| diagnostics::syntax_error_at_end(diagnostics::syntax_error(e), sql))?;
 
+        if let DFStatement::Statement(s) = &mut statement {
+            crate::transform::rewrite_fitted_calls(s)?;
+        }
         let mut partition_by = vec![];
         let mut external_ddl = None;
         match &mut statement {
@@ -461,7 +468,10 @@ impl KilnSession {
             LogicalPlan::Ddl(DdlStatement::CreateExternalTable(create)) => {
                 let name = create.name.table().to_string();
                 for location in &create.locations {
-                    self.check_allowed_location(&name, location)?;
+                    self.check_allowed_location(
+                        &format!("CREATE EXTERNAL TABLE {name}"),
+                        location,
+                    )?;
                 }
                 let temporary = create.temporary;
                 let format = create.file_type.clone();
@@ -664,7 +674,8 @@ impl KilnSession {
     }
 
     /// Refuses external tables outside the lake and the allowed roots (when confined).
-    pub(crate) fn check_allowed_location(&self, table: &str, location: &str) -> Result<()> {
+    /// `statement` names the statement in the error ("CREATE EXTERNAL TABLE t").
+    pub(crate) fn check_allowed_location(&self, statement: &str, location: &str) -> Result<()> {
         let Some(allowed) = &self.allowed_paths else {
             return Ok(());
         };
@@ -684,7 +695,7 @@ impl KilnSession {
             .map(|p| p.display().to_string())
             .collect();
         Err(DataFusionError::Plan(format!(
-            "CREATE EXTERNAL TABLE {table}: location '{location}' is outside the allowed roots ({}); \
+            "{statement}: location '{location}' is outside the allowed roots ({}); \
              move the files under the lake or allow the directory with --allow-path DIR (KILN_ALLOWED_PATHS)",
             roots.join(", ")
         )))

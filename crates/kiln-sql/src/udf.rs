@@ -81,6 +81,7 @@ impl Hash for PredictUdf {
 pub fn kiln_udfs(lake: PathBuf) -> Vec<ScalarUDF> {
     let mut udfs = predict_udfs(lake);
     udfs.extend(crate::pii::pii_udfs());
+    udfs.extend(crate::feature_fns::feature_udfs());
     udfs
 }
 
@@ -176,8 +177,9 @@ impl ScalarUDFImpl for PredictUdf {
         let given = args.arg_fields.len().saturating_sub(1);
         if given != card.features.len() && !card.transform.is_empty() {
             return Err(DataFusionError::Plan(format!(
-                "model '{}' was trained with TRANSFORM (...): score raw rows with PREDICT MODEL {} AS <query> \
-                 or EVALUATE, which re-apply the fitted transforms; {}() takes the transformed features ({})",
+                "model '{}' was trained with TRANSFORM (...): in Kiln SQL, PREDICT MODEL {} AS <query> \
+                 and predict() on the raw columns apply the fitted transforms; called directly, {}() takes \
+                 the transformed features ({})",
                 card.name,
                 card.name,
                 self.name(),

@@ -472,3 +472,151 @@ async fn label_encode_and_polynomial_transforms() {
         .unwrap();
     assert!(r2 > 0.9999, "r2 {r2}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn robust_quantile_hashed_text_and_date_transforms() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    s.execute(
+        "CREATE TABLE tickets AS SELECT n AS id, CAST(n % 97 AS DOUBLE) AS wait, \
+         CASE WHEN n % 11 = 0 THEN NULL ELSE CASE n % 4 WHEN 0 THEN 'web' WHEN 1 THEN 'mail' ELSE 'phone' END END AS channel, \
+         CASE n % 5 WHEN 0 THEN 'NL' WHEN 1 THEN 'DE' ELSE 'FR' END AS country, \
+         CASE n % 3 WHEN 0 THEN 'refund please now' WHEN 1 THEN 'great service thanks' ELSE 'late delivery refund' END AS body, \
+         CAST(DATE '2026-11-02' + CAST(n % 7 AS INT) AS DATE) AS opened, \
+         CAST(n % 3 = 0 AS INT) AS escalated FROM (SELECT unnest(range(0, 1500)) AS n)",
+    )
+    .await
+    .unwrap();
+    let transform = "TRANSFORM (robust_scale(wait) AS wait, quantile_bucketize(wait, 4) AS wait_q, \
+         impute(channel, 'most_frequent') AS channel_filled, feature_cross(country, channel, 16) AS cc, \
+         hash_bucket(country, 8) AS country, tfidf(body, 32) AS body, day_of_week(opened) AS dow)";
+    s.execute(&format!(
+        "TRAIN MODEL esc USING logistic_regression OPTIONS (epochs = 30, learning_rate = 0.2) {transform} \
+         LABEL escalated FEATURES (wait, wait_q, cc, country, body, dow) \
+         AS SELECT wait, channel, country, body, opened, escalated FROM tickets"
+    ))
+    .await
+    .unwrap();
+    let card = s.registry().card("esc", 1).unwrap();
+    let sql = |name: &str| {
+        card.transform
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .sql
+            .clone()
+    };
+    // Statistics equal the SQL-computed ones.
+    let stats = rows(
+        &s.execute(
+            "SELECT median(wait), approx_percentile_cont(wait, 0.25), approx_percentile_cont(wait, 0.75), \
+             approx_percentile_cont(wait, 0.5) FROM tickets",
+        )
+        .await
+        .unwrap(),
+    );
+    let (median, q1, q3): (f64, f64, f64) = (
+        stats[0][0].parse().unwrap(),
+        stats[0][1].parse().unwrap(),
+        stats[0][2].parse().unwrap(),
+    );
+    assert_eq!(
+        sql("wait"),
+        format!("(CAST(\"wait\" AS DOUBLE) - {median:?}) / {:?}", q3 - q1)
+    );
+    let approx_median: f64 = stats[0][3].parse().unwrap();
+    assert!(
+        sql("wait_q").contains(&format!("< {approx_median:?} THEN 1.0")),
+        "{}",
+        sql("wait_q")
+    );
+    assert_eq!(
+        sql("channel_filled"),
+        "coalesce(CAST(\"channel\" AS VARCHAR), 'phone')"
+    );
+    assert_eq!(
+        sql("cc"),
+        "one_hot_index(feature_cross(\"country\", \"channel\", 16), 16)"
+    );
+    assert!(
+        sql("body").starts_with("tfidf(\"body\", 32, make_array("),
+        "{}",
+        sql("body")
+    );
+    assert_eq!(sql("dow"), "day_of_week(opened)");
+    let width = |name: &str| card.features.iter().find(|f| f.name == name).unwrap().width;
+    assert_eq!(
+        (width("cc"), width("country"), width("body"), width("dow")),
+        (16, 8, 32, 1)
+    );
+
+    // PREDICT on raw rows equals predict() on rows transformed by hand.
+    let raw = rows(
+        &s.execute("SELECT id, prediction FROM (PREDICT MODEL esc AS SELECT id, wait, channel, country, body, opened FROM tickets) ORDER BY id")
+            .await
+            .unwrap(),
+    );
+    // predict() takes the raw columns too and applies the same transforms.
+    let udf = rows(
+        &s.execute(
+            "SELECT id, predict('esc', wait, country, channel, body, opened) FROM tickets ORDER BY id",
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(raw.len(), 1500);
+    assert_eq!(raw, udf);
+    let err = s
+        .execute("SELECT predict('esc', wait) FROM tickets")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("takes its raw input column(s) (wait, country, channel, body, opened), got 1"),
+        "{err}"
+    );
+    // Rows transformed by hand with the stored SQL, given straight to the
+    // UDF (DataFusion's API, below Kiln's rewrite), predict the same: the
+    // stored SQL is the whole transformation.
+    let transformed: Vec<String> = ["wait", "wait_q", "cc", "country", "body", "dow"]
+        .iter()
+        .map(|n| format!("{} AS {n}", sql(n)))
+        .collect();
+    let by_hand = s
+        .context()
+        .sql(&format!(
+            "SELECT id, predict('esc@1', wait, wait_q, cc, country, body, dow) FROM \
+             (SELECT id, {} FROM tickets) ORDER BY id",
+            transformed.join(", ")
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let by_hand = rows(&kiln_sql::StatementResult {
+        schema: by_hand[0].schema(),
+        batches: by_hand,
+        message: None,
+        rows_written: None,
+    });
+    assert_eq!(raw, by_hand);
+    let metrics = rows(
+        &s.execute("EVALUATE MODEL esc AS SELECT wait, channel, country, body, opened, escalated FROM tickets")
+            .await
+            .unwrap(),
+    );
+    let accuracy: f64 = metrics.iter().find(|r| r[0] == "accuracy").unwrap()[1]
+        .parse()
+        .unwrap();
+    assert!(
+        accuracy > 0.95,
+        "the body text gives the label away: {accuracy}"
+    );
+    let err = s
+        .execute("TRAIN MODEL bad USING logistic_regression TRANSFORM (hash_bucket(country) AS c) LABEL escalated AS SELECT country, escalated FROM tickets")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("hash_bucket needs a whole number"), "{err}");
+}
