@@ -28,7 +28,44 @@ CREATE OR REPLACE TABLE orders PARTITIONED BY (status) AS
 SELECT order_id, customer_id, amount, ordered_at, status
 FROM raw_orders;
 
--- 3. Transform: one row of features per customer.
+-- 3. Governance. Late orders arrive with two bad rows (a negative amount, an
+--    unknown customer); the check moves failing rows to orders_quarantine
+--    (with the names of the constraints they failed) and keeps the rest.
+--    Results of every run are in kiln.check_results.
+CREATE OR REPLACE EXTERNAL TABLE raw_late_orders (
+    order_id BIGINT,
+    customer_id BIGINT,
+    amount DOUBLE,
+    status VARCHAR,
+    ordered_at TIMESTAMP
+)
+STORED AS JSON
+LOCATION 'sql/examples/data/late_orders.json';
+
+INSERT INTO orders SELECT order_id, customer_id, amount, ordered_at, status FROM raw_late_orders;
+
+CREATE OR REPLACE CHECK orders_valid ON orders (
+    EXPECT NOT NULL (order_id, customer_id, amount),
+    EXPECT UNIQUE (order_id),
+    EXPECT amount BETWEEN 0 AND 10000,
+    EXPECT customer_id REFERENCES customers (customer_id)
+) SEVERITY WARN ON FAILURE QUARANTINE INTO orders_quarantine;
+
+CREATE OR REPLACE CHECK customers_valid ON customers (
+    EXPECT NOT NULL (customer_id, country, plan),
+    EXPECT UNIQUE (customer_id),
+    EXPECT plan IN ('free', 'basic', 'pro'),
+    EXPECT NO PII (name),
+    EXPECT ROW_COUNT BETWEEN 1 AND 1000000
+) SEVERITY ERROR;
+
+RUN CHECKS ON orders;
+
+RUN CHECK customers_valid;
+
+SELECT order_id, customer_id, amount, failed_constraints FROM orders_quarantine ORDER BY order_id;
+
+-- 4. Transform: one row of features per customer.
 CREATE OR REPLACE TABLE customer_features AS
 SELECT
     c.customer_id,
@@ -44,7 +81,7 @@ FROM customers c
 LEFT JOIN orders o ON o.customer_id = c.customer_id
 GROUP BY c.customer_id, c.country, c.plan, c.age;
 
--- 4. Results.
+-- 5. Results.
 SELECT plan, count(*) AS customers, round(avg(orders), 2) AS avg_orders, round(sum(spend), 2) AS revenue
 FROM customer_features
 GROUP BY plan
@@ -59,7 +96,7 @@ FROM (
 WHERE rank <= 2
 ORDER BY country, rank;
 
--- 5. Train models on the features (each epoch is one Ballista job), evaluate
+-- 6. Train models on the features (each epoch is one Ballista job), evaluate
 --    them, and predict. Models are versioned in lake/_models/.
 CREATE OR REPLACE TABLE training_set AS
 SELECT
@@ -94,3 +131,20 @@ SELECT plan, predict('plan_model', orders, spend, returns) AS predicted_plan, co
 FROM training_set
 GROUP BY plan, predicted_plan
 ORDER BY plan, predicted_plan;
+
+-- 7. Features fitted with the model: TRANSFORM learns the scaling, the
+--    countries and the median on the training rows, stores them in the model
+--    card, and PREDICT / EVALUATE / predict() apply them to raw rows.
+TRAIN MODEL OR REPLACE pro_risk USING logistic_regression
+  OPTIONS (epochs = 30, learning_rate = 0.1, seed = 7)
+  TRANSFORM (standard_scale(orders) AS orders, standard_scale(spend) AS spend,
+             one_hot(country) AS country, impute(avg_order, 'median') AS avg_order)
+  LABEL is_pro
+  AS SELECT orders, spend, country, avg_order, plan = 'pro' AS is_pro FROM customer_features;
+
+EVALUATE MODEL pro_risk
+  AS SELECT orders, spend, country, avg_order, plan = 'pro' AS is_pro FROM customer_features;
+
+PREDICT MODEL pro_risk
+  AS SELECT customer_id, orders, spend, country, avg_order FROM customer_features
+     ORDER BY customer_id LIMIT 5;
