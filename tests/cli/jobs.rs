@@ -370,11 +370,50 @@ fn failure_hooks_exit_codes_and_bad_job_folders() {
     let lake = scratch.path().join("lake");
     let dir = scratch.path().join("jobs");
     let hook_out = scratch.path().join("hook.json");
+    // A webhook receiver: one request, answered 200, body handed back.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buffer).unwrap();
+            request.extend_from_slice(&buffer[..n]);
+            let text = String::from_utf8_lossy(&request).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= length {
+                    stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .unwrap();
+                    return text;
+                }
+            }
+            if n == 0 {
+                return text;
+            }
+        }
+    });
     write(
         &dir,
         "broken.sql",
         &format!(
-            "-- on_failure: cat > {}\nSELECT * FROM no_such_table;\n",
+            "-- on_failure: cat > {}\n-- on_failure_webhook: http://127.0.0.1:{port}/kiln-hook\n\
+             SELECT * FROM no_such_table;\n",
             hook_out.display()
         ),
     );
@@ -394,6 +433,12 @@ fn failure_hooks_exit_codes_and_bad_job_folders() {
         serde_json::from_str(&std::fs::read_to_string(&hook_out).unwrap()).unwrap();
     assert_eq!(hook["status"], "failed");
     assert_eq!(hook["job"], "broken");
+    let request = received.join().unwrap();
+    assert!(request.starts_with("POST /kiln-hook HTTP/1.1"), "{request}");
+    assert!(
+        request.contains("\"job\":\"broken\"") && request.contains("\"status\":\"failed\""),
+        "{request}"
+    );
 
     let (code, out, err) = jobs(
         &lake,

@@ -60,7 +60,7 @@ async fn main() -> datafusion::error::Result<()> {
                     "SELECT n AS id, n % 100003 AS user_id, CAST(n % 10007 AS DOUBLE) / 10.0 AS amount, \
                      CASE n % 5 WHEN 0 THEN 'NL' WHEN 1 THEN 'DE' WHEN 2 THEN 'FR' WHEN 3 THEN 'US' ELSE 'GB' END AS country, \
                      CASE n % 3 WHEN 0 THEN 'paid' WHEN 1 THEN 'open' ELSE 'refund' END AS status, \
-                     TIMESTAMP '2026-11-01 00:00:00' + n * INTERVAL '1 second' AS ts \
+                     to_timestamp_seconds(1793491200 + n) AS ts \
                      FROM (SELECT unnest(range({start}, {end})) AS n)"
                 );
                 let sql = if start == 0 {

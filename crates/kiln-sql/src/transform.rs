@@ -1,16 +1,18 @@
 //! `TRAIN MODEL ... TRANSFORM (expr AS name, ...)`: feature transforms fitted
-//! once on the training data (one aggregate query) and stored with the model
-//! as SQL expressions, so `PREDICT` and `EVALUATE` apply exactly the same
-//! arithmetic to new rows.
+//! on the training data (one aggregate query, plus one grouped aggregation
+//! for each `most_frequent` and `tfidf`) and stored with the model as SQL
+//! expressions, so `PREDICT`, `EVALUATE` and `predict()` apply exactly the
+//! same arithmetic to new rows.
 //!
-//! Fitted transforms: `standard_scale(x)`, `min_max_scale(x)`,
-//! `impute(x, 'mean' | 'median' | value)`, `one_hot(x [, max_categories])`
-//! (a vector with one slot per category seen in training, up to
-//! `max_categories` (20) in sorted order, plus an "other" slot for unseen
-//! values and NULL), `label_encode(x)` (sorted category index; unseen and
-//! NULL get the next index), and the stateless `bucketize(x, [b1, b2, ...])`
-//! and `polynomial(x, degree)` (a vector `[x, x², …]`). Any other SQL
-//! expression is applied as written.
+//! Fitted: `standard_scale`, `min_max_scale`, `robust_scale`, `impute(x,
+//! 'mean' | 'median' | 'most_frequent' | value)`, `one_hot(x [, max])` (one
+//! slot per sorted category up to `max` (20) plus an "other" slot),
+//! `label_encode`, `quantile_bucketize(x, n)`, `tfidf(text, n)` (IDF per hash
+//! bucket). Stateless: `bucketize(x, [bounds])`, `polynomial(x, degree)`,
+//! `hash_bucket(x, n)` and `feature_cross(a, b, n)` (one-hot vectors of
+//! width n here) and the functions of [`crate::feature_fns`]. Any other SQL
+//! expression is applied as written. [`rewrite_fitted_calls`] gives the
+//! fitted functions a meaning in ordinary queries (window aggregates).
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::DataType;
