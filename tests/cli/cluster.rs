@@ -717,3 +717,35 @@ fn sigterm_stops_the_scheduler_and_executors_gracefully() {
     stop(&mut cluster.executors[0].child, "executor");
     stop(&mut cluster.scheduler, "scheduler");
 }
+
+/// `kiln jobs run` against a cluster: the example nightly pipeline (ingest,
+/// check with quarantine, partition overwrite, warm-started training,
+/// scoring) runs on the executors and publishes what the embedded run does.
+#[test]
+fn the_example_nightly_job_runs_on_a_cluster() {
+    let scratch = tempfile::tempdir().unwrap();
+    let lake = scratch.path().join("lake");
+    let cluster = TestCluster::start(&lake, 2, 30);
+    let output = kiln_direct()
+        .arg("--lake")
+        .arg(&lake)
+        .arg("--cluster")
+        .arg(format!("df://127.0.0.1:{}", cluster.port))
+        .args(["--token", TOKEN, "--allow-path"])
+        .arg(repo_root())
+        .args(["jobs", "run", "nightly", "--date", "2026-11-01"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert!(err.contains("ingested 3 new files (427 rows)"), "{err}");
+    assert!(
+        err.contains("inserted 141 rows into activity_features"),
+        "{err}"
+    );
+    assert!(err.contains("inserted 141 rows into churn_scores"), "{err}");
+    assert!(
+        err.contains("job nightly for 2026-11-01 succeeded"),
+        "{err}"
+    );
+}
