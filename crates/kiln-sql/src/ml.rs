@@ -1329,10 +1329,7 @@ impl KilnSession {
         if !sql.to_ascii_uppercase().contains("PREDICT") {
             return Ok(None);
         }
-        let dialect = GenericDialect {};
-        let Ok(tokens) =
-            datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, sql).tokenize()
-        else {
+        let Some(tokens) = tokens(sql) else {
             return Ok(None);
         };
         let is_word = |t: Option<&Token>, w: &str| matches!(t, Some(Token::Word(word)) if word.value.eq_ignore_ascii_case(w));
@@ -1395,6 +1392,13 @@ impl KilnSession {
     }
 }
 
+/// `sql` as tokens (whitespace included, so they print back to `sql`).
+fn tokens(sql: &str) -> Option<Vec<Token>> {
+    datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .ok()
+}
+
 /// The raw columns a model trained with TRANSFORM reads, in order: each
 /// feature's transform inputs, or the feature itself.
 pub(crate) fn raw_inputs(card: &ModelCard) -> Vec<String> {
@@ -1415,10 +1419,7 @@ pub(crate) fn raw_inputs(card: &ModelCard) -> Vec<String> {
 
 /// `sql` (a fitted transform) with each reference to a raw column replaced by `(argument)`.
 fn substitute_columns(sql: &str, arguments: &std::collections::HashMap<String, String>) -> String {
-    let dialect = GenericDialect {};
-    let Ok(tokens) =
-        datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, sql).tokenize()
-    else {
+    let Some(tokens) = tokens(sql) else {
         return sql.to_string();
     };
     let mut out = String::with_capacity(sql.len());
@@ -1458,10 +1459,7 @@ impl KilnSession {
         if !sql.to_ascii_lowercase().contains("predict") {
             return Ok(None);
         }
-        let dialect = GenericDialect {};
-        let Ok(tokens) =
-            datafusion::sql::sqlparser::tokenizer::Tokenizer::new(&dialect, sql).tokenize()
-        else {
+        let Some(tokens) = tokens(sql) else {
             return Ok(None);
         };
         let significant = |from: usize| {

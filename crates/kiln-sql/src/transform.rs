@@ -130,6 +130,21 @@ fn column_arg(function: &str, args: &[Expr]) -> Result<String> {
     }
 }
 
+/// A function call's positional arguments.
+fn unnamed_args(function: &datafusion::sql::sqlparser::ast::Function) -> Vec<Expr> {
+    match &function.args {
+        FunctionArguments::List(list) => list
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
 /// A whole-number argument such as the bucket count `n`.
 fn count_arg(
     function: &str,
@@ -159,17 +174,7 @@ pub fn spec(expr: &Expr, name: String) -> Result<TransformSpec> {
         });
     };
     let function_name = function.name.to_string().to_lowercase();
-    let args: Vec<Expr> = match &function.args {
-        FunctionArguments::List(list) => list
-            .args
-            .iter()
-            .filter_map(|a| match a {
-                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
-                _ => None,
-            })
-            .collect(),
-        _ => vec![],
-    };
+    let args = unnamed_args(function);
     let kind = match function_name.as_str() {
         "standard_scale" => TransformKind::StandardScale {
             column: column_arg(&function_name, &args)?,
@@ -744,17 +749,7 @@ pub fn rewrite_fitted_calls(
             return ControlFlow::Continue(());
         }
         let name = function.name.to_string().to_lowercase();
-        let args: Vec<Expr> = match &function.args {
-            FunctionArguments::List(list) => list
-                .args
-                .iter()
-                .filter_map(|a| match a {
-                    FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
-                    _ => None,
-                })
-                .collect(),
-            _ => vec![],
-        };
+        let args = unnamed_args(function);
         let Some(x) = args.first() else {
             return ControlFlow::Continue(());
         };
