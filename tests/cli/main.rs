@@ -73,18 +73,19 @@ fn quickstart_example_runs_end_to_end() {
         out.contains("| r2     |") && out.contains("| roc_auc "),
         "{out}"
     );
-    // Governance: the late orders' negative amount is quarantined, the
-    // unknown customer is reported (WARN), the customers check passes.
+    // Governance: the late orders' negative amount and unknown customer are
+    // quarantined with the constraint each failed; the customers check passes.
     assert!(
-        err.contains("created table orders_quarantine (1 rows)"),
+        err.contains("created table orders_quarantine (2 rows)"),
         "{err}"
     );
+    assert!(!err.contains("failed: EXPECT"), "{err}");
     assert!(
-        err.contains("check 'orders_valid' failed: EXPECT customer_id REFERENCES customers"),
-        "{err}"
-    );
-    assert!(
-        out.contains("| 1160     | 12          | -42.5  | amount BETWEEN 0 AND 10000 |"),
+        out.contains(
+            "| 1160     | 12          | -42.5  | amount BETWEEN 0 AND 10000                     |"
+        ) && out.contains(
+            "| 1161     | 404         | 23.9   | customer_id REFERENCES customers (customer_id) |"
+        ),
         "{out}"
     );
     // TRANSFORM: fitted, stored, re-applied by EVALUATE and PREDICT.

@@ -708,7 +708,11 @@ fn measures(check: &CheckDef) -> Vec<Measure> {
                 ),
                 threshold: "= 0".to_string(),
                 passes: Box::new(|v| v == 0.0),
-                row_condition: None,
+                // Over the joins of `reference_joins`.
+                row_condition: Some(format!(
+                    "checked.{} IS NOT NULL AND __ref{i} IS NULL",
+                    quote(column)
+                )),
             }),
             Expectation::RowCount { low, high } => {
                 let (low, high) = (*low, *high);
@@ -733,8 +737,23 @@ pub fn check_query(check: &CheckDef) -> String {
         .enumerate()
         .map(|(i, m)| format!("{} AS m{i}", m.sql))
         .collect();
-    // REFERENCES: one left join per referenced table (the checked table is still scanned once).
-    let joins: String = check
+    format!(
+        "SELECT {} FROM (SELECT * FROM {}{}) AS checked{}",
+        selections.join(", "),
+        quote(&check.table),
+        check
+            .filter
+            .as_ref()
+            .map(|f| format!(" WHERE {f}"))
+            .unwrap_or_default(),
+        reference_joins(check)
+    )
+}
+
+/// REFERENCES: one left join per referenced table onto `checked` (the
+/// checked table is still scanned once); `__ref<i>` is NULL for a missing reference.
+fn reference_joins(check: &CheckDef) -> String {
+    check
         .constraints
         .iter()
         .enumerate()
@@ -747,17 +766,7 @@ pub fn check_query(check: &CheckDef) -> String {
             )),
             _ => None,
         })
-        .collect();
-    format!(
-        "SELECT {} FROM (SELECT * FROM {}{}) AS checked{joins}",
-        selections.join(", "),
-        quote(&check.table),
-        check
-            .filter
-            .as_ref()
-            .map(|f| format!(" WHERE {f}"))
-            .unwrap_or_default()
-    )
+        .collect()
 }
 
 /// The schema of `kiln.check_results` and of RUN CHECK's output.
@@ -1176,6 +1185,7 @@ impl KilnSession {
             .unwrap_or_default();
         let bad = format!("{scope}({any_fails})");
         let table = quote(&check.table);
+        let from = format!("{table} AS checked{}", reference_joins(check));
         if let OnFailure::Quarantine { table: quarantine } = &check.on_failure {
             let reasons = failing
                 .iter()
@@ -1185,7 +1195,7 @@ impl KilnSession {
                 .collect::<Vec<_>>()
                 .join(", ");
             let select = format!(
-                "SELECT *, concat_ws('; ', {reasons}) AS failed_constraints FROM {table} WHERE {bad}"
+                "SELECT checked.*, concat_ws('; ', {reasons}) AS failed_constraints FROM {from} WHERE {bad}"
             );
             let exists = self.table_names().contains(quarantine);
             let statement = if exists {
@@ -1200,7 +1210,7 @@ impl KilnSession {
             }
         }
         Box::pin(self.execute(&format!(
-            "INSERT OVERWRITE {table} SELECT * FROM {table} WHERE NOT ({bad})"
+            "INSERT OVERWRITE {table} SELECT checked.* FROM {from} WHERE NOT ({bad})"
         )))
         .await?;
         Ok(())
