@@ -541,7 +541,12 @@ impl KilnSession {
                 } => {
                     let categories = categories_at(next);
                     next += 1;
-                    let kept: Vec<String> = categories.into_iter().take(*max_categories).collect();
+                    let kept = if categories.len() > *max_categories {
+                        self.most_frequent_categories(query, column, *max_categories)
+                            .await?
+                    } else {
+                        categories
+                    };
                     let c = format!("CAST({} AS VARCHAR)", quote(column));
                     let mut slots: Vec<String> = kept
                         .iter()
@@ -628,21 +633,45 @@ impl KilnSession {
 
     /// The most frequent non-NULL value of `column` (ties: the smallest as text).
     async fn most_frequent(&self, query: &str, column: &str) -> Result<Option<String>> {
+        Ok(self
+            .most_frequent_categories(query, column, 1)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// The `limit` most frequent non-NULL values of `column` as text (ties:
+    /// the smaller text first), returned in sorted order. One grouped aggregation.
+    async fn most_frequent_categories(
+        &self,
+        query: &str,
+        column: &str,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         let c = quote(column);
         let batches = self
             .context()
             .sql(&format!(
                 "SELECT CAST({c} AS VARCHAR) AS v, count(*) AS n FROM ({query}) AS fit \
-                 WHERE {c} IS NOT NULL GROUP BY 1 ORDER BY n DESC, v LIMIT 1"
+                 WHERE {c} IS NOT NULL GROUP BY 1 ORDER BY n DESC, v LIMIT {limit}"
             ))
             .await
             .map_err(|e| DataFusionError::Plan(format!("TRANSFORM: {e}")))?
             .collect()
             .await?;
-        Ok(batches.iter().find(|b| b.num_rows() > 0).and_then(|b| {
-            let values = b.column(0).as_string_opt::<i32>()?;
-            values.is_valid(0).then(|| values.value(0).to_string())
-        }))
+        let mut values: Vec<String> = batches
+            .iter()
+            .filter_map(|b| b.column(0).as_string_opt::<i32>())
+            .flat_map(|values| {
+                values
+                    .iter()
+                    .flatten()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        values.sort();
+        Ok(values)
     }
 
     /// Smoothed IDF per hash bucket, as scikit-learn computes it:
