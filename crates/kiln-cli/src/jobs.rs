@@ -492,7 +492,16 @@ pub async fn schedule(args: ScheduleArgs, options: SessionOptions, quiet: bool) 
             })
         }
     };
-    let state = lake.join("_kiln").join("scheduler").join("state.json");
+    // A shifted clock keeps its own memory, so a test or dry run never makes
+    // the real scheduler think it fired (or missed) runs.
+    let state = lake
+        .join("_kiln")
+        .join("scheduler")
+        .join(if args.start_clock_at.is_some() {
+            "state-shifted-clock.json"
+        } else {
+            "state.json"
+        });
     let outcome = run_scheduler(&jobs, state, &clock, shutdown_signal(), launch);
     // The grace period starts at the signal: run_scheduler waits for active
     // runs after it, bounded here.

@@ -415,7 +415,7 @@ impl KilnSession {
         std::fs::write(&manifest_path, text)?;
         let mode = WriteMode {
             carry,
-            ingest_manifest: Some(relative),
+            ingest_manifest: Some(relative.clone()),
         };
         let written = self
             .write_managed(
@@ -436,6 +436,7 @@ impl KilnSession {
         if let Some(old) = current.and_then(|e| e.ingest_manifest) {
             let _ = std::fs::remove_file(meta.join(old));
         }
+        remove_orphan_manifests(&meta.join("ingest"), &table, &relative);
         Ok(StatementResult::written(
             format!(
                 "ingested {count} new files ({rows} rows) from '{}' into {table} ({already} already ingested)",
@@ -443,6 +444,36 @@ impl KilnSession {
             ),
             rows,
         ))
+    }
+}
+
+/// Removes manifests of `table` left by INGEST runs that never published
+/// (killed or failed), except `current` and any younger than an hour (a
+/// concurrent run may still be about to publish one).
+fn remove_orphan_manifests(dir: &Path, table: &str, current: &str) {
+    let prefix = format!("{table}-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_ours = name.starts_with(&prefix)
+            && name.ends_with(".json")
+            && name[prefix.len()..name.len() - 5]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit());
+        if !is_ours || current.ends_with(&name) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(3600));
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -474,4 +505,73 @@ fn align(df: DataFrame, target: &Schema, table: &str) -> Result<DataFrame> {
         })
         .collect::<Vec<_>>();
     df.select(exprs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_parse_and_bad_ones_name_the_fix() {
+        let s = parse("INGEST INTO events FROM 'landing/' FORMAT CSV OPTIONS (has_header = false, delimiter = ';')")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                s.table.as_str(),
+                s.location.as_str(),
+                s.format,
+                s.has_header,
+                s.delimiter
+            ),
+            ("events", "landing/", IngestFormat::Csv, false, b';')
+        );
+        assert!(parse("SELECT 1").unwrap().is_none());
+        let err = parse("INGEST INTO t FROM 'x' FORMAT CSV OPTIONS (delimiter = ';;')")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("one character"), "{err}");
+        let err = parse("INGEST INTO t FROM 'x' FORMAT JSON OPTIONS (has_header = true)")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown INGEST option 'has_header'"), "{err}");
+        let err = parse("INGEST INTO t 'x'").unwrap_err().to_string();
+        assert!(err.contains("expected FROM"), "{err}");
+    }
+
+    #[test]
+    fn only_old_unreferenced_manifests_of_the_table_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        let touch = |name: &str, aged: bool| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "{}").unwrap();
+            if aged {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .unwrap()
+                    .set_modified(old)
+                    .unwrap();
+            }
+        };
+        touch("events-aa11.json", true); // orphan: removed
+        touch("events-bb22.json", false); // young: a run may still publish it
+        touch("events-cc33.json", true); // current
+        touch("events_raw-dd44.json", true); // another table
+        remove_orphan_manifests(dir.path(), "events", "ingest/events-cc33.json");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "events-bb22.json",
+                "events-cc33.json",
+                "events_raw-dd44.json"
+            ]
+        );
+    }
 }
