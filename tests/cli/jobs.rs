@@ -19,6 +19,11 @@ fn jobs(lake: &Path, dir: &Path, args: &[&str]) -> (i32, String, String) {
         .args(args))
 }
 
+/// `kiln --lake LAKE ARGS...`.
+fn in_lake(lake: &Path, args: &[&str]) -> (i32, String, String) {
+    run(kiln().arg("--lake").arg(lake).args(args))
+}
+
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join(name), text).unwrap();
@@ -26,10 +31,7 @@ fn write(dir: &Path, name: &str, text: &str) {
 
 /// Rows of a query as `a|b|c` lines (CSV output without the header).
 fn rows(lake: &Path, query: &str) -> Vec<String> {
-    let (code, out, err) = run(kiln()
-        .arg("--lake")
-        .arg(lake)
-        .args(["sql", "--format", "csv", "-c", query]));
+    let (code, out, err) = in_lake(lake, &["sql", "--format", "csv", "-c", query]);
     assert_eq!(code, 0, "{query}: {err}");
     out.lines().skip(1).map(|l| l.replace(',', "|")).collect()
 }
@@ -38,13 +40,7 @@ fn rows(lake: &Path, query: &str) -> Vec<String> {
 fn the_example_nightly_pipeline_runs_and_reruns_idempotently() {
     let scratch = tempfile::tempdir().unwrap();
     let lake = scratch.path().join("lake");
-    let (code, out, err) = run(kiln().arg("--lake").arg(&lake).args([
-        "jobs",
-        "run",
-        "nightly",
-        "--date",
-        "2026-11-01",
-    ]));
+    let (code, out, err) = in_lake(&lake, &["jobs", "run", "nightly", "--date", "2026-11-01"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("ingested 3 new files (427 rows)"), "{err}");
     assert!(
@@ -64,25 +60,13 @@ fn the_example_nightly_pipeline_runs_and_reruns_idempotently() {
 
     // Again, and the next day: the dependency is not re-run for a date it
     // succeeded on, partitions are replaced, the model continues warm.
-    let (code, _, err) = run(kiln().arg("--lake").arg(&lake).args([
-        "jobs",
-        "run",
-        "nightly",
-        "--date",
-        "2026-11-01",
-    ]));
+    let (code, _, err) = in_lake(&lake, &["jobs", "run", "nightly", "--date", "2026-11-01"]);
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("dependency ingest_activity already succeeded"),
         "{err}"
     );
-    let (code, _, err) = run(kiln().arg("--lake").arg(&lake).args([
-        "jobs",
-        "run",
-        "nightly",
-        "--date",
-        "2026-11-02",
-    ]));
+    let (code, _, err) = in_lake(&lake, &["jobs", "run", "nightly", "--date", "2026-11-02"]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("no new files"), "{err}");
     assert_eq!(
@@ -100,11 +84,7 @@ fn the_example_nightly_pipeline_runs_and_reruns_idempotently() {
         ["2026-11-01|141", "2026-11-02|139"]
     );
     assert_eq!(rows(&lake, "SELECT count(*) FROM raw_activity"), ["425"]);
-    let (code, out, err) =
-        run(kiln()
-            .arg("--lake")
-            .arg(&lake)
-            .args(["sql", "-c", "DESCRIBE MODEL churn"]));
+    let (code, out, err) = in_lake(&lake, &["sql", "-c", "DESCRIBE MODEL churn"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("| warm_started_from | 2"), "{out}");
     assert_eq!(
@@ -121,9 +101,12 @@ fn the_example_nightly_pipeline_runs_and_reruns_idempotently() {
             "nightly|2026-11-02|1|succeeded|manual",
         ]
     );
-    let (code, out, err) = run(kiln().arg("--lake").arg(&lake).args([
-        "jobs", "history", "nightly", "--limit", "2", "--format", "csv",
-    ]));
+    let (code, out, err) = in_lake(
+        &lake,
+        &[
+            "jobs", "history", "nightly", "--limit", "2", "--format", "csv",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 3, "{out}");
     assert!(
