@@ -70,23 +70,37 @@ impl Conv2d {
         expect_len(OP, "output", self.output_len(), output)
     }
 
-    /// Sizes of input, weights, grad_output, grad_weights, grad_bias and (if any) grad_input.
-    pub(crate) fn check_backward(
+    /// Checks a backward pass's operands and zeroes the weight and bias
+    /// gradients (the pass accumulates into them). With nothing to convolve
+    /// (no images, or no output pixels) it also zeroes `grad_input` and
+    /// returns false: the pass is complete.
+    pub(crate) fn begin_backward(
         &self,
-        sizes: [usize; 5],
-        grad_input: Option<usize>,
-    ) -> Result<()> {
+        input: &[f32],
+        weights: &[f32],
+        grad_output: &[f32],
+        grad_input: Option<&mut [f32]>,
+        grad_weights: &mut [f32],
+        grad_bias: &mut [f32],
+    ) -> Result<bool> {
         const OP: &str = "conv2d_backward";
-        let [input, weights, grad_output, grad_weights, grad_bias] = sizes;
-        expect_len(OP, "input", self.input_len(), input)?;
-        expect_len(OP, "weights", self.weight_len(), weights)?;
-        expect_len(OP, "grad_output", self.output_len(), grad_output)?;
-        expect_len(OP, "grad_weights", self.weight_len(), grad_weights)?;
-        expect_len(OP, "grad_bias", self.out_channels, grad_bias)?;
-        match grad_input {
-            Some(len) => expect_len(OP, "grad_input", self.input_len(), len),
-            None => Ok(()),
+        expect_len(OP, "input", self.input_len(), input.len())?;
+        expect_len(OP, "weights", self.weight_len(), weights.len())?;
+        expect_len(OP, "grad_output", self.output_len(), grad_output.len())?;
+        expect_len(OP, "grad_weights", self.weight_len(), grad_weights.len())?;
+        expect_len(OP, "grad_bias", self.out_channels, grad_bias.len())?;
+        if let Some(g) = &grad_input {
+            expect_len(OP, "grad_input", self.input_len(), g.len())?;
         }
+        grad_weights.fill(0.0);
+        grad_bias.fill(0.0);
+        if self.batch == 0 || self.out_height() * self.out_width() == 0 {
+            if let Some(g) = grad_input {
+                g.fill(0.0);
+            }
+            return Ok(false);
+        }
+        Ok(true)
     }
 }
 

@@ -6,10 +6,8 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::backend::sigmoid;
-use crate::error::{check_rows, expect_len};
-use crate::{
-    Activation, Backend, Conv2d, Gemm, KernelError, Optimizer, OptimizerState, Pool2d, Result,
-};
+use crate::error::{check_pointwise_loss, check_rows, check_softmax_cross_entropy, expect_len};
+use crate::{Activation, Backend, Conv2d, Gemm, Optimizer, OptimizerState, Pool2d, Result};
 
 mod conv;
 
@@ -176,26 +174,8 @@ impl Backend for CpuBackend {
         classes: usize,
         grad: &mut [f32],
     ) -> Result<f32> {
+        check_softmax_cross_entropy(labels, classes, logits.len(), grad.len())?;
         let rows = labels.len();
-        expect_len(
-            "softmax_cross_entropy",
-            "logits",
-            rows * classes,
-            logits.len(),
-        )?;
-        expect_len("softmax_cross_entropy", "grad", rows * classes, grad.len())?;
-        if let Some((row, &label)) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| l as usize >= classes)
-        {
-            return Err(KernelError::LabelOutOfRange {
-                op: "softmax_cross_entropy",
-                row,
-                label,
-                classes,
-            });
-        }
         if rows == 0 {
             return Ok(0.0);
         }
@@ -237,16 +217,11 @@ impl Backend for CpuBackend {
         targets: &[f32],
         grad: &mut [f32],
     ) -> Result<f32> {
-        expect_len(
+        check_pointwise_loss(
             "sigmoid_binary_cross_entropy",
             "targets",
             logits.len(),
             targets.len(),
-        )?;
-        expect_len(
-            "sigmoid_binary_cross_entropy",
-            "grad",
-            logits.len(),
             grad.len(),
         )?;
         if logits.is_empty() {
@@ -278,8 +253,13 @@ impl Backend for CpuBackend {
     }
 
     fn mean_squared_error(&self, pred: &[f32], target: &[f32], grad: &mut [f32]) -> Result<f32> {
-        expect_len("mean_squared_error", "target", pred.len(), target.len())?;
-        expect_len("mean_squared_error", "grad", pred.len(), grad.len())?;
+        check_pointwise_loss(
+            "mean_squared_error",
+            "target",
+            pred.len(),
+            target.len(),
+            grad.len(),
+        )?;
         if pred.is_empty() {
             return Ok(0.0);
         }

@@ -19,7 +19,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
-use crate::error::{check_rows, expect_len};
+use crate::error::{check_pointwise_loss, check_rows, check_softmax_cross_entropy, expect_len};
 use crate::{
     Activation, Backend, Conv2d, Gemm, KernelError, Optimizer, OptimizerState, Pool2d, Result,
 };
@@ -417,14 +417,8 @@ impl Backend for CudaBackend {
         classes: usize,
         grad: &mut [f32],
     ) -> Result<f32> {
+        check_softmax_cross_entropy(labels, classes, logits.len(), grad.len())?;
         let rows = labels.len();
-        expect_len(
-            "softmax_cross_entropy",
-            "logits",
-            rows * classes,
-            logits.len(),
-        )?;
-        expect_len("softmax_cross_entropy", "grad", rows * classes, grad.len())?;
         if rows == 0 {
             return Ok(0.0);
         }
@@ -448,14 +442,6 @@ impl Backend for CudaBackend {
         self.download("softmax_cross_entropy", &dg, grad)?;
         let mut losses = vec![0.0f32; rows];
         self.download("softmax_cross_entropy", &dloss, &mut losses)?;
-        if let Some(row) = losses.iter().position(|l| *l < 0.0) {
-            return Err(KernelError::LabelOutOfRange {
-                op: "softmax_cross_entropy",
-                row,
-                label: labels[row],
-                classes,
-            });
-        }
         Ok((losses.iter().map(|l| *l as f64).sum::<f64>() / rows as f64) as f32)
     }
 
@@ -465,6 +451,13 @@ impl Backend for CudaBackend {
         targets: &[f32],
         grad: &mut [f32],
     ) -> Result<f32> {
+        check_pointwise_loss(
+            "sigmoid_binary_cross_entropy",
+            "targets",
+            logits.len(),
+            targets.len(),
+            grad.len(),
+        )?;
         self.pointwise_loss(
             "kiln_sigmoid_bce",
             "sigmoid_binary_cross_entropy",
@@ -475,6 +468,13 @@ impl Backend for CudaBackend {
     }
 
     fn mean_squared_error(&self, pred: &[f32], target: &[f32], grad: &mut [f32]) -> Result<f32> {
+        check_pointwise_loss(
+            "mean_squared_error",
+            "target",
+            pred.len(),
+            target.len(),
+            grad.len(),
+        )?;
         self.pointwise_loss("kiln_mse", "mean_squared_error", pred, target, grad)
     }
 
@@ -510,30 +510,22 @@ impl Backend for CudaBackend {
         input: &[f32],
         weights: &[f32],
         grad_output: &[f32],
-        grad_input: Option<&mut [f32]>,
+        mut grad_input: Option<&mut [f32]>,
         grad_weights: &mut [f32],
         grad_bias: &mut [f32],
     ) -> Result<()> {
         const OP: &str = "conv2d_backward";
-        s.check_backward(
-            [
-                input.len(),
-                weights.len(),
-                grad_output.len(),
-                grad_weights.len(),
-                grad_bias.len(),
-            ],
-            grad_input.as_ref().map(|g| g.len()),
-        )?;
-        let pixels = s.out_height() * s.out_width();
-        grad_weights.iter_mut().for_each(|g| *g = 0.0);
-        grad_bias.iter_mut().for_each(|g| *g = 0.0);
-        if s.batch == 0 || pixels == 0 {
-            if let Some(g) = grad_input {
-                g.iter_mut().for_each(|v| *v = 0.0);
-            }
+        if !s.begin_backward(
+            input,
+            weights,
+            grad_output,
+            grad_input.as_deref_mut(),
+            grad_weights,
+            grad_bias,
+        )? {
             return Ok(());
         }
+        let pixels = s.out_height() * s.out_width();
         let (din, dw, dgo) = (
             self.upload(OP, input)?,
             self.upload(OP, weights)?,
@@ -889,8 +881,6 @@ impl CudaBackend {
         target: &[f32],
         grad: &mut [f32],
     ) -> Result<f32> {
-        expect_len(op, "target", pred.len(), target.len())?;
-        expect_len(op, "grad", pred.len(), grad.len())?;
         if pred.is_empty() {
             return Ok(0.0);
         }

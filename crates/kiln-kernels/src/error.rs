@@ -62,3 +62,66 @@ pub(crate) fn check_rows(
     }
     Ok(())
 }
+
+/// Operands of a softmax cross-entropy: `labels.len() × classes` logits and
+/// gradient, and every label a class index.
+pub(crate) fn check_softmax_cross_entropy(
+    labels: &[u32],
+    classes: usize,
+    logits: usize,
+    grad: usize,
+) -> Result<()> {
+    const OP: &str = "softmax_cross_entropy";
+    expect_len(OP, "logits", labels.len() * classes, logits)?;
+    expect_len(OP, "grad", labels.len() * classes, grad)?;
+    match labels.iter().position(|&l| l as usize >= classes) {
+        Some(row) => Err(KernelError::LabelOutOfRange {
+            op: OP,
+            row,
+            label: labels[row],
+            classes,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Operands of an elementwise loss: prediction, target and gradient of one length.
+pub(crate) fn check_pointwise_loss(
+    op: &'static str,
+    target_name: &'static str,
+    pred: usize,
+    target: usize,
+    grad: usize,
+) -> Result<()> {
+    expect_len(op, target_name, pred, target)?;
+    expect_len(op, "grad", pred, grad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_operand_checks_name_the_operand_and_the_first_bad_label() {
+        assert_eq!(check_softmax_cross_entropy(&[0, 2, 1], 3, 9, 9), Ok(()));
+        assert_eq!(
+            check_softmax_cross_entropy(&[0, 3, 5], 3, 9, 9),
+            Err(KernelError::LabelOutOfRange {
+                op: "softmax_cross_entropy",
+                row: 1,
+                label: 3,
+                classes: 3
+            })
+        );
+        let err = check_softmax_cross_entropy(&[0, 1], 3, 5, 6).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "softmax_cross_entropy: logits has 5 elements, expected 6"
+        );
+        let err = check_pointwise_loss("mean_squared_error", "target", 4, 4, 3).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mean_squared_error: grad has 3 elements, expected 4"
+        );
+    }
+}

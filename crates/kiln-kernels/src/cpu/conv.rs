@@ -107,31 +107,23 @@ pub(super) fn backward(
     input: &[f32],
     weights: &[f32],
     grad_output: &[f32],
-    grad_input: Option<&mut [f32]>,
+    mut grad_input: Option<&mut [f32]>,
     grad_weights: &mut [f32],
     grad_bias: &mut [f32],
 ) -> Result<()> {
-    s.check_backward(
-        [
-            input.len(),
-            weights.len(),
-            grad_output.len(),
-            grad_weights.len(),
-            grad_bias.len(),
-        ],
-        grad_input.as_ref().map(|g| g.len()),
-    )?;
+    if !s.begin_backward(
+        input,
+        weights,
+        grad_output,
+        grad_input.as_deref_mut(),
+        grad_weights,
+        grad_bias,
+    )? {
+        return Ok(());
+    }
     let pixels = s.out_height() * s.out_width();
     let image_len = s.in_channels * s.height * s.width;
     let out_image = s.out_channels * pixels;
-    grad_weights.iter_mut().for_each(|g| *g = 0.0);
-    grad_bias.iter_mut().for_each(|g| *g = 0.0);
-    if s.batch == 0 || pixels == 0 {
-        if let Some(grad_input) = grad_input {
-            grad_input.iter_mut().for_each(|g| *g = 0.0);
-        }
-        return Ok(());
-    }
     // Weight and bias gradients: per-image partial sums, reduced in image order.
     let partials: Vec<(Vec<f32>, Vec<f32>)> = input
         .par_chunks(image_len)
