@@ -372,41 +372,37 @@ impl Network {
                 &mut grads[w.clone()],
             )?;
             backend.column_sums(&delta, &mut grads[b])?;
-            if i > 0 {
-                let mut upstream = vec![0.0; rows * layer.inputs];
-                backend.gemm(
-                    Gemm::new(rows, layer.inputs, layer.outputs).trans_b(),
-                    &delta,
-                    &self.params[w],
-                    &mut upstream,
-                )?;
-                if let Some(mask) = pass.masks.get(i - 1) {
-                    upstream.iter_mut().zip(mask).for_each(|(u, m)| *u *= m);
-                }
-                let below = self.layers[i - 1];
-                // Derivatives come from the layer's pre-dropout output: where
-                // the mask dropped a unit, `upstream` is already zero.
-                let y: Vec<f32> = match pass.masks.get(i - 1) {
-                    Some(mask) => pass.outputs[i - 1]
-                        .iter()
-                        .zip(mask)
-                        .map(|(o, m)| if *m > 0.0 { o / m } else { 0.0 })
-                        .collect(),
-                    None => pass.outputs[i - 1].clone(),
-                };
-                backend.activation_backward(below.activation, &y, &mut upstream)?;
-                delta = upstream;
-            } else if self.conv.is_some() {
-                let mut upstream = vec![0.0; rows * layer.inputs];
-                backend.gemm(
-                    Gemm::new(rows, layer.inputs, layer.outputs).trans_b(),
-                    &delta,
-                    &self.params[w],
-                    &mut upstream,
-                )?;
+            if i == 0 && self.conv.is_none() {
+                break;
+            }
+            // d loss / d (this layer's input).
+            let mut upstream = vec![0.0; rows * layer.inputs];
+            backend.gemm(
+                Gemm::new(rows, layer.inputs, layer.outputs).trans_b(),
+                &delta,
+                &self.params[w],
+                &mut upstream,
+            )?;
+            if i == 0 {
                 self.conv_backward(backend, x, rows, pass, upstream, &mut grads)?;
                 break;
             }
+            if let Some(mask) = pass.masks.get(i - 1) {
+                upstream.iter_mut().zip(mask).for_each(|(u, m)| *u *= m);
+            }
+            let below = self.layers[i - 1];
+            // Derivatives come from the layer's pre-dropout output: where
+            // the mask dropped a unit, `upstream` is already zero.
+            let y: Vec<f32> = match pass.masks.get(i - 1) {
+                Some(mask) => pass.outputs[i - 1]
+                    .iter()
+                    .zip(mask)
+                    .map(|(o, m)| if *m > 0.0 { o / m } else { 0.0 })
+                    .collect(),
+                None => pass.outputs[i - 1].clone(),
+            };
+            backend.activation_backward(below.activation, &y, &mut upstream)?;
+            delta = upstream;
         }
         Ok(grads)
     }
