@@ -76,10 +76,10 @@ struct FeatureUdf {
     signature: Signature,
 }
 
-/// Every feature function, for registration on each Kiln process.
-pub fn feature_udfs() -> Vec<ScalarUDF> {
+/// Every feature function by SQL name.
+fn functions() -> [(&'static str, Function); 16] {
     use DatePartKind::*;
-    let functions = [
+    [
         ("hash_bucket", Function::HashBucket),
         ("feature_cross", Function::FeatureCross),
         ("one_hot_index", Function::OneHotIndex),
@@ -96,8 +96,12 @@ pub fn feature_udfs() -> Vec<ScalarUDF> {
         ("hour", Function::Date(Hour)),
         ("minute", Function::Date(Minute)),
         ("is_weekend", Function::IsWeekend),
-    ];
-    functions
+    ]
+}
+
+/// Every feature function, for registration on each Kiln process.
+pub fn feature_udfs() -> Vec<ScalarUDF> {
+    functions()
         .into_iter()
         .map(|(name, function)| {
             ScalarUDF::new_from_impl(FeatureUdf {
@@ -111,7 +115,7 @@ pub fn feature_udfs() -> Vec<ScalarUDF> {
 
 /// Whether `name` is a stateless feature function (TRANSFORM consumes its column arguments).
 pub fn is_feature_function(name: &str) -> bool {
-    feature_udfs().iter().any(|f| f.name() == name)
+    functions().iter().any(|(n, _)| *n == name)
 }
 
 /// 64-bit FNV-1a: stable across processes, platforms and Kiln versions.

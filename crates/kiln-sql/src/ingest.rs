@@ -249,18 +249,6 @@ fn sha256_of(path: &Path) -> Result<String> {
         .collect())
 }
 
-/// Test hook: with `KILN_FAILPOINT=<name>`, the process announces the point
-/// on stderr and stops there (a test then kills it), to prove that a crash
-/// at that point publishes nothing.
-pub(crate) fn failpoint(name: &str) {
-    if std::env::var("KILN_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name} reached");
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        }
-    }
-}
-
 impl KilnSession {
     pub(crate) async fn execute_ingest(
         &self,
@@ -304,8 +292,8 @@ impl KilnSession {
             .iter()
             .map(|f| (f.path.as_path(), f))
             .collect();
-        let known_hashes: BTreeSet<&str> =
-            manifest.files.iter().map(|f| f.sha256.as_str()).collect();
+        let mut known_hashes: BTreeSet<String> =
+            manifest.files.iter().map(|f| f.sha256.clone()).collect();
         let candidates = source_files(&root, statement.format)?;
         let batch = uuid::Uuid::new_v4().simple().to_string();
         let now = Utc::now();
@@ -319,9 +307,7 @@ impl KilnSession {
                 }
             }
             let sha256 = sha256_of(&file.path)?;
-            if known_hashes.contains(sha256.as_str())
-                || new_files.iter().any(|f| f.sha256 == sha256)
-            {
+            if known_hashes.contains(&sha256) {
                 already += 1;
                 continue;
             }
@@ -334,6 +320,7 @@ impl KilnSession {
                 already += 1;
                 continue;
             }
+            known_hashes.insert(sha256.clone());
             new_files.push(LoadedFile {
                 path: file.path,
                 size: file.size,

@@ -854,7 +854,7 @@ impl KilnSession {
                 .map_err(lake_error)?;
             expected = Some(*snapshot);
         }
-        crate::ingest::failpoint("before-publish");
+        failpoint("before-publish");
         let entry = self
             .lake
             .publish(name, staged, expected, |snapshot| ManagedTable {
@@ -1097,6 +1097,18 @@ fn partition_literal(expr: &datafusion::sql::sqlparser::ast::Expr) -> Option<Str
         Value::Number(n, _) => Some(n.to_string()),
         Value::Boolean(b) => Some(b.to_string()),
         _ => None,
+    }
+}
+
+/// Test hook: with `KILN_FAILPOINT=<name>`, the process announces the point
+/// on stderr and stops there (a test then kills it), to prove that a crash
+/// at that point publishes nothing.
+fn failpoint(name: &str) {
+    if std::env::var("KILN_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name} reached");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
     }
 }
 

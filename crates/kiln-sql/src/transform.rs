@@ -462,7 +462,7 @@ impl KilnSession {
                         (0..buckets - 1).filter_map(|i| number(next + i)).collect();
                     next += buckets - 1;
                     bounds.dedup();
-                    (bucketize_sql(column, &bounds), Some(column))
+                    (bucketize_sql(&as_double(column), &bounds), Some(column))
                 }
                 TransformKind::Hashed { columns, buckets } => {
                     let index = match columns.as_slice() {
@@ -591,26 +591,10 @@ impl KilnSession {
                     (sql, Some(column))
                 }
                 TransformKind::Polynomial { column, degree } => {
-                    let c = format!("CAST({} AS DOUBLE)", quote(column));
-                    let powers: Vec<String> = (1..=*degree)
-                        .map(|p| {
-                            if p == 1 {
-                                c.clone()
-                            } else {
-                                format!("power({c}, {p})")
-                            }
-                        })
-                        .collect();
-                    (
-                        format!(
-                            "arrow_cast(make_array({}), 'FixedSizeList({degree}, Float64)')",
-                            powers.join(", ")
-                        ),
-                        Some(column),
-                    )
+                    (polynomial_sql(&as_double(column), *degree), Some(column))
                 }
                 TransformKind::Bucketize { column, bounds } => {
-                    (bucketize_sql(column, bounds), Some(column))
+                    (bucketize_sql(&as_double(column), bounds), Some(column))
                 }
                 TransformKind::Sql { expression } => (expression.clone(), None),
             };
@@ -715,18 +699,40 @@ impl KilnSession {
     }
 }
 
-fn bucketize_sql(column: &str, bounds: &[f64]) -> String {
-    let c = format!("CAST({} AS DOUBLE)", quote(column));
+/// `column` as a DOUBLE, the input of the numeric transforms.
+fn as_double(column: &str) -> String {
+    format!("CAST({} AS DOUBLE)", quote(column))
+}
+
+/// The bucket index of `value` (a DOUBLE expression): 0 below the first bound.
+fn bucketize_sql(value: &str, bounds: &[f64]) -> String {
     let arms: String = bounds
         .iter()
         .enumerate()
-        .map(|(i, b)| format!(" WHEN {c} < {b:?} THEN {i}.0"))
+        .map(|(i, b)| format!(" WHEN {value} < {b:?} THEN {i}.0"))
         .collect();
     if arms.is_empty() {
         "0.0".to_string()
     } else {
         format!("CASE{arms} ELSE {}.0 END", bounds.len())
     }
+}
+
+/// `[value, value², …, value^degree]` as a fixed-size vector.
+fn polynomial_sql(value: &str, degree: usize) -> String {
+    let powers: Vec<String> = (1..=degree)
+        .map(|p| {
+            if p == 1 {
+                value.to_string()
+            } else {
+                format!("power({value}, {p})")
+            }
+        })
+        .collect();
+    format!(
+        "arrow_cast(make_array({}), 'FixedSizeList({degree}, Float64)')",
+        powers.join(", ")
+    )
 }
 
 /// The training (or scoring) query with `transforms` applied: their outputs
@@ -816,23 +822,8 @@ pub fn rewrite_fitted_calls(
                     return ControlFlow::Continue(());
                 };
                 match spec.kind {
-                    TransformKind::Polynomial { degree, .. } => {
-                        let powers: Vec<String> = (1..=degree)
-                            .map(|p| if p == 1 { d.clone() } else { format!("power({d}, {p})") })
-                            .collect();
-                        format!(
-                            "arrow_cast(make_array({}), 'FixedSizeList({degree}, Float64)')",
-                            powers.join(", ")
-                        )
-                    }
-                    TransformKind::Bucketize { bounds, .. } => {
-                        let arms: String = bounds
-                            .iter()
-                            .enumerate()
-                            .map(|(i, b)| format!(" WHEN {d} < {b:?} THEN {i}.0"))
-                            .collect();
-                        format!("CASE{arms} ELSE {}.0 END", bounds.len())
-                    }
+                    TransformKind::Polynomial { degree, .. } => polynomial_sql(&d, degree),
+                    TransformKind::Bucketize { bounds, .. } => bucketize_sql(&d, &bounds),
                     _ => return ControlFlow::Continue(()),
                 }
             }
