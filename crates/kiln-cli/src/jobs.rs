@@ -52,7 +52,7 @@ pub async fn jobs(
                 (None, Ok(spec)) => default_run_date(spec),
                 (None, Err(e)) => return invalid(e),
             };
-            let runner = match Runner::new(jobs, &name, &run, options, quiet).await {
+            let runner = match Runner::for_job(jobs, &name, &run, options, quiet).await {
                 Ok(r) => r,
                 Err(code) => return code,
             };
@@ -67,7 +67,7 @@ pub async fn jobs(
             if from > to {
                 return invalid(format!("--from {from} is after --to {to}"));
             }
-            let runner = match Runner::new(jobs, &name, &run, options, quiet).await {
+            let runner = match Runner::for_job(jobs, &name, &run, options, quiet).await {
                 Ok(r) => r,
                 Err(code) => return code,
             };
@@ -199,21 +199,33 @@ struct Runner {
 }
 
 impl Runner {
-    async fn new(
+    /// A runner for `name` (and its dependencies unless `--no-deps`), once
+    /// their parameters check out.
+    async fn for_job(
         jobs: JobSet,
         name: &str,
         args: &JobRunArgs,
         options: SessionOptions,
         quiet: bool,
     ) -> Result<Self, ExitCode> {
-        let overrides: BTreeMap<String, String> = args.params.iter().cloned().collect();
         let order = jobs.order(name).map_err(invalid)?;
         let order: Vec<&JobSpec> = if args.no_deps {
             order.into_iter().filter(|s| s.name == name).collect()
         } else {
             order
         };
+        let overrides: BTreeMap<String, String> = args.params.iter().cloned().collect();
         check_params(&order, &overrides).map_err(invalid)?;
+        Self::new(jobs, args, options, quiet).await
+    }
+
+    async fn new(
+        jobs: JobSet,
+        args: &JobRunArgs,
+        options: SessionOptions,
+        quiet: bool,
+    ) -> Result<Self, ExitCode> {
+        let overrides: BTreeMap<String, String> = args.params.iter().cloned().collect();
         let history = History::of_lake(&options.lake).map_err(crate::fail_display)?;
         let _ = history.mark_abandoned(&host_name());
         let session = KilnSession::open(options)
@@ -435,12 +447,7 @@ pub async fn schedule(args: ScheduleArgs, options: SessionOptions, quiet: bool) 
         no_deps: false,
         format: OutputFormat::Table,
     };
-    let first = jobs
-        .iter()
-        .next()
-        .map(|s| s.name.clone())
-        .unwrap_or_default();
-    let runner = match Runner::new(jobs.clone(), &first, &args_run, options, quiet).await {
+    let runner = match Runner::new(jobs.clone(), &args_run, options, quiet).await {
         Ok(r) => Arc::new(r),
         Err(code) => return code,
     };
