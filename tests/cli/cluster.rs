@@ -180,7 +180,7 @@ impl TestCluster {
     }
 
     pub async fn session(&self, extra: &[&Path]) -> KilnSession {
-        KilnSession::open(self.options(extra))
+        kiln_cluster::open(self.options(extra))
             .await
             .expect("cluster session opens")
     }
@@ -427,7 +427,7 @@ fn a_killed_executor_does_not_fail_a_shuffle_query_or_a_training_round() {
         let query = tokio::spawn({
             let options = cluster.options(&[]);
             async move {
-                let session = KilnSession::open(options).await.unwrap();
+                let session = kiln_cluster::open(options).await.unwrap();
                 session.execute(SHUFFLE_QUERY).await
             }
         });
@@ -448,7 +448,7 @@ fn a_killed_executor_does_not_fail_a_shuffle_query_or_a_training_round() {
             let options = cluster.options(&[]);
             let sql = train("survivor");
             async move {
-                let session = KilnSession::open(options).await.unwrap();
+                let session = kiln_cluster::open(options).await.unwrap();
                 session.execute(&sql).await
             }
         });
@@ -491,7 +491,7 @@ fn a_killed_scheduler_fails_the_client_clearly_and_publishes_nothing() {
         let job = tokio::spawn({
             let options = cluster.options(&[]);
             async move {
-                let session = KilnSession::open(options).await.unwrap();
+                let session = kiln_cluster::open(options).await.unwrap();
                 session.execute(ctas).await
             }
         });
@@ -549,7 +549,7 @@ fn clients_and_executors_without_the_token_are_refused() {
         ] {
             let mut options = cluster.options(&[]);
             options.token = token.map(str::to_string);
-            let error = KilnSession::open(options)
+            let error = kiln_cluster::open(options)
                 .await
                 .err()
                 .expect("refused")
@@ -595,7 +595,7 @@ fn external_tables_outside_the_allowed_roots_are_refused() {
         let cluster = TestCluster::start(&lake, 1, 30);
         let mut options = cluster.options(&[]);
         options.allowed_paths.clear();
-        let confined = KilnSession::open(options).await.unwrap();
+        let confined = kiln_cluster::open(options).await.unwrap();
         let ddl = format!(
             "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '{}/t.csv' OPTIONS ('format.has_header' 'true')",
             outside.display()
@@ -681,12 +681,12 @@ fn a_cluster_serving_tls_runs_shuffles_and_training_and_refuses_plain_clients() 
 
         let mut plain = cluster.options(&[]);
         plain.tls_ca = None;
-        let error = KilnSession::open(plain).await.err().expect("refused").to_string();
+        let error = kiln_cluster::open(plain).await.err().expect("refused").to_string();
         assert!(error.contains("pass --tls-ca"), "{error}");
         let mut wrong_ca = cluster.options(&[]);
         let other = TestCerts::generate(&scratch.path().join("other"));
         wrong_ca.tls_ca = Some(other.ca.clone());
-        let error = KilnSession::open(wrong_ca).await.err().expect("refused").to_string();
+        let error = kiln_cluster::open(wrong_ca).await.err().expect("refused").to_string();
         assert!(error.contains("certificate"), "{error}");
     });
 }

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use kiln_sql::{KilnSession, SessionOptions};
+use kiln_sql::SessionOptions;
 
 #[derive(Parser)]
 struct Cli {
@@ -50,7 +50,7 @@ const CHECK: &str = "CREATE OR REPLACE CHECK events_ok ON events (
 async fn main() -> datafusion::error::Result<()> {
     match Cli::parse().command {
         Command::Gen { rows, lake } => {
-            let session = KilnSession::open(SessionOptions::new(&lake)).await?;
+            let session = kiln_cluster::open(SessionOptions::new(&lake)).await?;
             session.execute("DROP TABLE IF EXISTS events").await?;
             let chunk = 1_000_000u64;
             let mut start = 0;
@@ -76,13 +76,13 @@ async fn main() -> datafusion::error::Result<()> {
         Command::Run { lake, repeat } => {
             let mut options = SessionOptions::new(&lake);
             options.progress = false;
-            let session = KilnSession::open(options).await?;
+            let session = kiln_cluster::open(options).await?;
             session.execute(CHECK).await?;
             let check = session
                 .lake()
                 .catalog()
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-            let query = kiln_sql::checks::check_query(&check.checks["events_ok"]);
+            let query = kiln_sql::exec::checks::check_query(&check.checks["events_ok"]);
             let plan = session.execute(&format!("EXPLAIN {query}")).await?;
             let text =
                 datafusion::arrow::util::pretty::pretty_format_batches(&plan.batches)?.to_string();

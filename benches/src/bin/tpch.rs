@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use kiln_sql::lake::TableEntry;
+use kiln_sql::catalog::lake::TableEntry;
 use kiln_sql::{KilnSession, SessionOptions};
 
 #[derive(Parser)]
@@ -97,7 +97,7 @@ async fn main() -> datafusion::error::Result<()> {
             let csv = generate(&dir, sf);
             let mut options = SessionOptions::new(data_dir(&dir, sf).join("lake"));
             options.target_partitions = Some(partitions);
-            let kiln = KilnSession::open(options).await?;
+            let kiln = kiln_cluster::open(options).await?;
             ingest(&kiln, &csv).await?;
             let plain = plain_datafusion(&kiln, partitions).await?;
             let queries = if queries.is_empty() {

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use kiln_sql::{KilnSession, SessionOptions};
+use kiln_sql::SessionOptions;
 
 #[derive(Parser)]
 struct Cli {
@@ -81,7 +81,7 @@ async fn main() -> datafusion::error::Result<()> {
             let feature_type = if float32 { "FLOAT" } else { "DOUBLE" };
             let mut options = SessionOptions::new(lake);
             options.progress = false;
-            let kiln = KilnSession::open(options).await?;
+            let kiln = kiln_cluster::open(options).await?;
             let columns: Vec<String> = (0..features)
                 .map(|k| {
                     format!(
@@ -126,7 +126,7 @@ async fn main() -> datafusion::error::Result<()> {
         } => {
             let mut session_options = SessionOptions::new(lake);
             session_options.progress = false;
-            let kiln = KilnSession::open(session_options).await?;
+            let kiln = kiln_cluster::open(session_options).await?;
             let rows = kiln.execute("SELECT count(*) FROM train_data").await?;
             let count = datafusion::arrow::compute::cast(
                 rows.batches[0].column(0),

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Parser, Subcommand};
-use kiln_sql::cluster::parse_byte_size;
-use kiln_sql::parser::parse_param;
+use kiln_cluster::parse_byte_size;
+use kiln_sql::parse::script::parse_param;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -16,7 +16,7 @@ use kiln_jobs::{
     date_range, host_name, run_job, run_scheduler, today, AttemptReport, DueRun, History, JobError,
     JobSet, JobSpec, RunFuture, RunLock, RunStatus, SystemClock, Trigger, BUILT_IN_PARAMS,
 };
-use kiln_sql::parser::substitute_params;
+use kiln_sql::parse::script::substitute_params;
 use kiln_sql::{KilnSession, SessionOptions};
 
 use crate::output::Printer;
@@ -167,7 +167,7 @@ async fn history(
     if let Ok(history) = History::of_lake(&options.lake) {
         let _ = history.mark_abandoned(&host_name());
     }
-    let session = match KilnSession::open(options).await {
+    let session = match kiln_cluster::open(options).await {
         Ok(s) => s,
         Err(e) => return crate::fail(strip_kind(&e)),
     };
@@ -228,7 +228,7 @@ impl Runner {
         let overrides: BTreeMap<String, String> = args.params.iter().cloned().collect();
         let history = History::of_lake(&options.lake).map_err(crate::fail_display)?;
         let _ = history.mark_abandoned(&host_name());
-        let session = KilnSession::open(options)
+        let session = kiln_cluster::open(options)
             .await
             .map_err(|e| crate::fail(strip_kind(&e)))?;
         for warning in session.take_warnings() {

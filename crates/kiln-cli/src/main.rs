@@ -17,7 +17,7 @@ use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
 use clap::Parser;
-use kiln_sql::parser::substitute_params;
+use kiln_sql::parse::script::substitute_params;
 use kiln_sql::{resolve_path, KilnSession, SessionOptions};
 
 use kiln_cli::args::{Cli, Command};
@@ -124,7 +124,7 @@ async fn run(cli: Cli) -> ExitCode {
 }
 
 async fn open(options: SessionOptions, printer: &Printer) -> Result<KilnSession, ExitCode> {
-    match KilnSession::open(options).await {
+    match kiln_cluster::open(options).await {
         Ok(session) => {
             for warning in session.take_warnings() {
                 printer.warn(&warning);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use kiln_sql::cluster::{self, ExecutorOptions, SchedulerOptions, TlsIdentity};
+use kiln_cluster::server::{self as cluster, ExecutorOptions, SchedulerOptions, TlsIdentity};
 use kiln_sql::resolve_path;
 use tokio::net::TcpListener;
 

@@ -6,6 +6,17 @@
 //! attempt in the lake's [`History`]) through a caller-supplied function
 //! that executes the SQL, and [`run_scheduler`] fires due runs on an
 //! injectable [`Clock`] with a catch-up policy for missed ones.
+//!
+//! Must not depend on DataFusion, Arrow or Ballista (a test walks
+//! `Cargo.lock`): the CLI supplies the SQL side.
+//!
+//! ```
+//! use std::path::Path;
+//! let sql = "-- schedule: @daily\n-- retries: 2\n-- param: region = eu\nSELECT '${region}';\n";
+//! let job = kiln_jobs::JobSpec::parse("nightly", Path::new("jobs/nightly.sql"), sql).unwrap();
+//! assert_eq!((job.retries, job.params["region"].as_str()), (2, "eu"));
+//! assert!(kiln_jobs::JobSpec::parse("bad name", Path::new("x.sql"), sql).is_err());
+//! ```
 
 mod error;
 mod graph;

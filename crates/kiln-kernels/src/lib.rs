@@ -5,8 +5,9 @@
 //! convolution and max pooling with their gradients, losses with their
 //! gradients, reductions, and optimizer steps as single fused passes.
 //! [`cpu::CpuBackend`] implements it with rayon and the `gemm` crate and is
-//! the reference every other backend is tested against; the CUDA backend
-//! (cudarc, kernels from the top-level `kernels/` folder) arrives next.
+//! the reference every other backend is tested against; [`cuda`] implements
+//! it with Kiln's own CUDA kernels (the top-level `kernels/` folder, compiled
+//! at run time with NVRTC, loaded through cudarc without a build-time CUDA).
 //!
 //! Forbidden dependencies: DataFusion, Arrow, Ballista. This crate must build
 //! and test in seconds on its own (a test checks `Cargo.lock`).

@@ -1,6 +1,6 @@
-//! The round driver over partitions held in memory: what a Ballista job per
-//! epoch does across executors, run in one process (tests, and the shape the
-//! SQL layer's driver follows).
+//! Training over partitions held in memory ([`fit()`]: the [`Driver`] of
+//! `TRAIN MODEL`, its rounds run in this process), and scoring a model on a
+//! batch ([`score`], [`evaluate`]).
 
 use kiln_kernels::Backend;
 use rand::seq::SliceRandom;
@@ -9,10 +9,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, Targets};
+use crate::driver::{Driver, PartitionRound};
 use crate::metrics::{self, Metrics};
 use crate::model::{Model, Task};
-use crate::options::{ModelType, Solver, TrainOptions};
-use crate::train::{combine, split_held_out, train_round, NormalStats};
+use crate::options::{ModelType, TrainOptions};
 use crate::{MlError, Result};
 
 /// One epoch's numbers, for progress lines and the model card.
@@ -31,9 +31,11 @@ pub struct History {
     pub stopped_early: bool,
 }
 
-/// Trains `model_type` over `partitions` (each a list of batches), starting
-/// from `warm` when given. `classes` is the number of label classes for
-/// classifiers. Calls `on_epoch` after each epoch.
+/// Trains `model_type` over `partitions` (each a list of batches, as one
+/// Ballista partition would stream them), starting from `warm` when given.
+/// `classes` is the number of label classes for classifiers. Runs the same
+/// [`Driver`] as `TRAIN MODEL`, each round over the partitions in memory;
+/// calls `on_epoch` once per epoch, when its record is final.
 pub fn fit(
     model_type: ModelType,
     options: &TrainOptions,
@@ -49,114 +51,33 @@ pub fn fit(
         .find(|b| b.rows() > 0)
         .ok_or_else(|| MlError::InvalidData("the training query returned no rows".into()))?;
     let dims = first.dims;
-    let mut model = match warm {
+    let model = match warm {
         Some(m) => m,
         None => Model::new(model_type, dims, classes, options)?,
     };
-    let mut history = History::default();
-    let validation: Vec<Batch> = partitions
-        .iter()
-        .enumerate()
-        .flat_map(|(p, batches)| {
-            let mut offset = 0u64;
-            batches.iter().map(move |b| {
-                let start = offset;
-                offset += b.rows() as u64;
-                split_held_out(options, p as u64, start, b.clone()).1
-            })
-        })
-        .filter(|b| b.rows() > 0)
-        .collect();
-
-    if options.solver == Solver::Normal {
-        let mut total = NormalStats::new(dims);
-        for (p, batches) in partitions.iter().enumerate() {
-            let mut stats = NormalStats::new(dims);
-            let mut offset = 0u64;
-            for b in batches {
-                let start = offset;
-                offset += b.rows() as u64;
-                stats.add(&split_held_out(options, p as u64, start, b.clone()).0)?;
-            }
-            total.merge(&stats);
-        }
-        let w = total.solve(options.l2 as f64 * total.rows as f64)?;
-        model.set_params(w.iter().map(|v| *v as f32).collect());
-        history.rows_seen = total.rows;
-        let record = EpochRecord {
-            epoch: 1,
-            train_loss: total.mean_squared_error(&w),
-            validation: evaluate_all(&model, backend, &validation)?,
-        };
-        on_epoch(&record);
-        history.epochs.push(record);
-        return Ok((model, history));
-    }
-
-    if let Task::Clustering { k } = model.task {
-        if model.centroids.is_empty() {
-            let sample = partitions
-                .iter()
-                .flatten()
-                .flat_map(|b| b.features.chunks(dims))
-                .take(100_000);
-            model.centroids = initial_centroids(sample, k, options.seed)?;
-        }
-    }
-
-    let mut best: Option<(f64, Vec<f32>)> = None;
-    let mut since_best = 0;
-    for epoch in 1..=options.epochs {
-        let updates = partitions
+    let mut driver = Driver::new(model, options.clone());
+    driver.seed_centroids(
+        partitions
             .iter()
-            .enumerate()
-            .map(|(p, batches)| {
-                train_round(
-                    &model,
-                    options,
-                    backend,
-                    batches.iter().cloned().map(Ok),
-                    epoch as u64,
-                    p as u64,
-                )
+            .flatten()
+            .flat_map(|b| b.features.chunks(dims)),
+    )?;
+    while let Some(round) = driver.next_round() {
+        let results = partitions
+            .iter()
+            .map(|batches| {
+                let mut partition = PartitionRound::new(&round, options);
+                for batch in batches {
+                    partition.feed(backend, batch.clone())?;
+                }
+                Ok(partition.finish())
             })
             .collect::<Result<Vec<_>>>()?;
-        let rows: u64 = updates.iter().map(|u| u.rows).sum();
-        let loss: f64 = updates.iter().map(|u| u.loss_sum).sum::<f64>() / rows.max(1) as f64;
-        let previous = model.params().to_vec();
-        model.set_params(combine(&model, &updates)?);
-        history.rows_seen += rows;
-        let record = EpochRecord {
-            epoch,
-            train_loss: loss,
-            validation: evaluate_all(&model, backend, &validation)?,
-        };
-        on_epoch(&record);
-        let monitored = record
-            .validation
-            .as_ref()
-            .and_then(|m| m.get("log_loss").or(m.get("mse")).or(m.get("inertia")));
-        history.epochs.push(record);
-        if matches!(model.task, Task::Clustering { .. }) && previous == model.params() {
-            break;
-        }
-        if let (Some(patience), Some(value)) = (options.early_stopping_patience, monitored) {
-            if best.as_ref().is_none_or(|(b, _)| value < *b) {
-                best = Some((value, model.params().to_vec()));
-                since_best = 0;
-            } else {
-                since_best += 1;
-                if since_best >= patience {
-                    history.stopped_early = true;
-                    break;
-                }
-            }
+        for record in driver.absorb(results)? {
+            on_epoch(&record);
         }
     }
-    if let (true, Some((_, params))) = (history.stopped_early, best) {
-        model.set_params(params);
-    }
-    Ok((model, history))
+    Ok(driver.finish())
 }
 
 /// kmeans starting centroids: the first `k` distinct rows of `sample` in a
@@ -185,36 +106,6 @@ pub fn initial_centroids<'a>(
         )));
     }
     Ok(distinct.concat())
-}
-
-fn evaluate_all(
-    model: &Model,
-    backend: &dyn Backend,
-    batches: &[Batch],
-) -> Result<Option<Metrics>> {
-    if batches.is_empty() {
-        return Ok(None);
-    }
-    let dims = batches[0].dims;
-    let mut all = Batch {
-        features: vec![],
-        dims,
-        targets: batches[0].targets.clone(),
-    };
-    all.targets = match &batches[0].targets {
-        Targets::None => Targets::None,
-        Targets::Values(_) => Targets::Values(vec![]),
-        Targets::Classes(_) => Targets::Classes(vec![]),
-    };
-    for b in batches {
-        all.features.extend_from_slice(&b.features);
-        match (&mut all.targets, &b.targets) {
-            (Targets::Values(a), Targets::Values(v)) => a.extend_from_slice(v),
-            (Targets::Classes(a), Targets::Classes(v)) => a.extend_from_slice(v),
-            _ => {}
-        }
-    }
-    evaluate(model, backend, &all).map(Some)
 }
 
 /// Sum of per-row loss and number of correct predictions (classifiers) of

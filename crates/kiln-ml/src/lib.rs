@@ -1,15 +1,21 @@
-//! Kiln's machine learning, free of DataFusion: models and their options
-//! ([`options`]), dense networks over the kernels ([`network`]), the
-//! per-partition training round and the combine step ([`train`]), the round
-//! driver ([`fit`]), metrics ([`metrics`]) and model files ([`file`]).
+//! Kiln's machine learning: models and their options ([`options`]), dense
+//! networks over the kernels ([`network`]), the per-partition training step
+//! and the combine step ([`train`]), the one training [`Driver`]
+//! ([`driver`]: next round, combine, validation, early stopping), in-memory
+//! training and scoring ([`fit()`], [`evaluate`]), metrics ([`metrics`]) and
+//! model files ([`file`]).
 //!
 //! ```text
-//! partition rows ─▶ train_round (local mini-batch steps) ─▶ RoundUpdate ┐
-//! partition rows ─▶ train_round ─────────────────────────▶ RoundUpdate ┼▶ combine ─▶ next round
+//! Driver::next_round ─▶ Round ─▶ PartitionRound per partition ─▶ PartitionResult ┐
+//!        ▲                                                                       │
+//!        └──────── Driver::absorb: combine, validation, early stop ◀─────────────┘
 //! ```
-//! The SQL layer turns Arrow batches into [`Batch`]es and runs `train_round`
-//! inside a Ballista operator; everything here is plain `f32` math on
-//! [`kiln_kernels::Backend`].
+//! The SQL layer runs each round as a Ballista job whose operator feeds a
+//! [`PartitionRound`] per partition; [`fit()`] runs the rounds in memory.
+//! Everything here is plain `f32` math on [`kiln_kernels::Backend`].
+//!
+//! Must not depend on DataFusion, Arrow or Ballista (a test walks
+//! `Cargo.lock`): it builds and tests in seconds.
 //!
 //! ```
 //! use kiln_ml::{fit, Batch, ModelType, Targets, TrainOptions};
@@ -29,6 +35,7 @@
 
 pub mod data;
 pub mod device;
+pub mod driver;
 mod error;
 pub mod file;
 pub mod fit;
@@ -39,6 +46,7 @@ pub mod options;
 pub mod train;
 
 pub use data::{Batch, Targets};
+pub use driver::{Driver, PartitionResult, PartitionRound, Round, RoundKind};
 pub use error::{MlError, Result};
 pub use fit::{evaluate, fit, EpochRecord, History};
 pub use model::{Model, Predictions, Task};

@@ -1,5 +1,5 @@
 //! Training in rounds, as Ballista runs it: each partition streams its rows
-//! through [`train_round`] (local mini-batch steps from the current
+//! through a [`RoundTrainer`] (local mini-batch steps from the current
 //! parameters) and emits a [`RoundUpdate`]; [`combine`] reduces the updates
 //! (row-weighted averaging, i.e. synchronous local SGD / FedAvg; sums for
 //! kmeans); the driver publishes the result and starts the next round.
@@ -76,27 +76,11 @@ pub fn split_held_out(
     (batch.select(|r| !held(r)), batch.select(held))
 }
 
-/// One round of local training on one partition's rows.
-pub fn train_round(
-    model: &Model,
-    options: &TrainOptions,
-    backend: &dyn Backend,
-    batches: impl IntoIterator<Item = Result<Batch>>,
-    round: u64,
-    partition: u64,
-) -> Result<RoundUpdate> {
-    let mut trainer = RoundTrainer::new(model, options, round, partition);
-    for batch in batches {
-        trainer.feed(backend, batch?)?;
-    }
-    Ok(trainer.finish())
-}
-
 /// A round on one partition, fed one batch at a time (so a stream of record
 /// batches trains without being collected). Held-out validation rows are
 /// scored with the round's starting parameters.
 pub struct RoundTrainer<'a> {
-    start: &'a Model,
+    start: Model,
     options: &'a TrainOptions,
     partition: u64,
     local: Option<crate::network::Network>,
@@ -108,7 +92,7 @@ pub struct RoundTrainer<'a> {
 }
 
 impl<'a> RoundTrainer<'a> {
-    pub fn new(model: &'a Model, options: &'a TrainOptions, round: u64, partition: u64) -> Self {
+    pub fn new(model: Model, options: &'a TrainOptions, round: u64, partition: u64) -> Self {
         let local = model.network.clone();
         let params = local.as_ref().map_or(0, |n| n.params.len());
         let kmeans = match model.task {
@@ -153,7 +137,7 @@ impl<'a> RoundTrainer<'a> {
         let (train, validation) = split_held_out(self.options, self.partition, start, batch);
         if validation.rows() > 0 {
             let v = validation;
-            let (loss, correct) = crate::fit::score(self.start, backend, &v)?;
+            let (loss, correct) = crate::fit::score(&self.start, backend, &v)?;
             self.update.validation_rows += v.rows() as u64;
             self.update.validation_loss_sum += loss;
             self.update.validation_correct += correct;

@@ -1,60 +1,48 @@
-//! Kiln's SQL layer: a lake of Parquet and raw files, queried and written
-//! with SQL that always runs as Ballista jobs.
+//! Kiln's SQL layer: a lake of Parquet and raw files, queried, checked,
+//! written and trained on with SQL that always runs as Ballista jobs.
+//!
+//! The folders are the data flow, and each imports only from those below it:
 //!
 //! ```text
-//! script ──parser──▶ statements ──KilnSession──▶ DataFusion logical plan
-//!                        │               │
-//!                        │  lake catalog ┤  CREATE TABLE AS / INSERT: staged Parquet,
-//!                        │               │  published atomically as a new snapshot
-//!                        │               ▼
-//!                        │   Ballista scheduler + executors (embedded::start)
-//!                        ▼
-//!   TRAIN MODEL (ml) ──▶ TrainRoundNode ──codec──▶ TrainExec per partition ──▶ updates
-//!        ▲                                                                      │
-//!        └──────────── combine, next round ◀────────────────────────────────────┘
-//!   registry (_models/<name>/vN) ──▶ predict() / PREDICT / EVALUATE
+//! statement text ─▶ parse/    KilnStatement: Kiln's grammars (ml, check, ingest,
+//!                             transform) and DataFusion SQL, query rewrites
+//!                ─▶ exec/     one file per statement family, plain functions
+//!                             over KilnSession (ddl, sql, ml, transform, checks, ingest)
+//!                ─▶ plan/     the training-round node, its operator, the codecs
+//!                ─▶ functions/ predict(), feature functions, PII, Arrow → batches
+//!                ─▶ catalog/  lake, snapshots, model registry, stored checks and
+//!                             transforms, LakeSchema and the system tables
 //! ```
-//! [`KilnSession`] is the entry point: it opens a [`lake::Lake`], starts an
-//! embedded Ballista cluster (or connects to one started with [`cluster`]'s
-//! scheduler and executors) with [`kiln_session_config`], registers the lake's
-//! tables, and executes statements one by one ([`KilnSession::execute`]) or as
-//! a script ([`KilnSession::execute_script`], split by [`parser::split_statements`]).
-//! Governance checks ([`checks`], [`pii`]) run as one aggregate query per check.
-//! Errors are DataFusion errors, rewritten by [`diagnostics`] to name the
-//! statement position, table, file or line at fault.
+//! [`KilnSession`] (`session.rs`) holds a connection: the lake, the
+//! DataFusion context and the [`Cluster`] its jobs run on; [`kiln_state`]
+//! (`state.rs`) builds the session state for every role (client, scheduler,
+//! executors). Starting clusters lives in the `kiln-cluster` crate, which
+//! depends on this one; this crate never depends on Ballista's scheduler or
+//! executor, and `kiln-ml` / `kiln-kernels` below it never on DataFusion.
 //!
-//! Dependencies point down: this crate uses `kiln-ml` and `kiln-kernels`,
-//! which never depend on DataFusion (a test walks `Cargo.lock`).
+//! Where a change goes: a constraint kind for `CREATE CHECK` is grammar in
+//! `parse/check.rs`, the stored form in `catalog/check.rs` and its measure in
+//! `exec/checks.rs`; a model type is `kiln-ml` (options, model, loss) plus
+//! its label handling in `exec/ml.rs`.
 //!
-//! ```no_run
-//! # async fn demo() -> datafusion::error::Result<()> {
-//! use kiln_sql::{KilnSession, SessionOptions};
-//! let session = KilnSession::open(SessionOptions::new("./lake")).await?;
-//! session.execute("CREATE TABLE t AS VALUES (1, 'a'), (2, 'b')").await?;
-//! let result = session.execute("SELECT count(*) FROM t").await?;
-//! assert_eq!(result.row_count(), 1);
-//! # Ok(()) }
+//! ```
+//! use kiln_sql::parse::{parse_statement, KilnStatement, MlStatement};
+//! match parse_statement("TRAIN MODEL churn USING logistic_regression LABEL y AS SELECT * FROM t")? {
+//!     KilnStatement::Ml(MlStatement::Train(train)) => assert_eq!(train.name, "churn"),
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok::<(), datafusion::error::DataFusionError>(())
 //! ```
 
-pub mod checks;
-pub mod cluster;
-pub mod codec;
-pub mod diagnostics;
-pub mod embedded;
-pub mod feature_fns;
-pub mod features;
-pub mod ingest;
-pub mod lake;
-pub mod logical;
-pub mod ml;
-pub mod parser;
-pub mod physical;
-pub mod pii;
-pub mod registry;
+pub mod catalog;
+mod error;
+pub mod exec;
+pub mod functions;
+pub mod parse;
+pub mod plan;
 mod session;
-pub mod transform;
-pub mod udf;
+mod state;
 
-pub use session::{
-    kiln_session_config, resolve_path, KilnSession, ScriptError, SessionOptions, StatementResult,
-};
+pub use catalog::lake::resolve_path;
+pub use session::{Cluster, KilnSession, ScriptError, SessionOptions, StatementResult};
+pub use state::{kiln_session_config, kiln_state, KilnQueryPlanner};

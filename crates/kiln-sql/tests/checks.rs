@@ -21,7 +21,7 @@ async fn all_constraints_of_a_check_share_one_scan() {
     .await
     .unwrap();
     let check = s.lake().catalog().unwrap().checks["events_ok"].clone();
-    let query = kiln_sql::checks::check_query(&check);
+    let query = kiln_sql::exec::checks::check_query(&check);
     let plan = s.execute(&format!("EXPLAIN {query}")).await.unwrap();
     let text: String = rows(&plan)
         .iter()

@@ -13,7 +13,7 @@ pub fn repo_root() -> PathBuf {
 pub async fn session(lake: &std::path::Path, partitions: usize) -> KilnSession {
     let mut options = SessionOptions::new(lake);
     options.target_partitions = Some(partitions);
-    KilnSession::open(options).await.expect("session opens")
+    kiln_cluster::open(options).await.expect("session opens")
 }
 
 /// Every cell of a result as text, row by row.

@@ -5,6 +5,7 @@ mod checks;
 mod common;
 mod conformance;
 mod lake;
+mod layers;
 mod ml;
 #[path = "../../../tests/support/slt.rs"]
 mod slt;

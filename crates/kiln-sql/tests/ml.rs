@@ -6,8 +6,8 @@ use std::sync::Arc;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Extension;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
-use kiln_sql::codec::KilnLogicalCodec;
-use kiln_sql::logical::TrainRoundNode;
+use kiln_sql::plan::codec::KilnLogicalCodec;
+use kiln_sql::plan::logical::TrainRoundNode;
 use kiln_sql::KilnSession;
 
 use crate::common::{rows, session};
@@ -99,7 +99,7 @@ async fn four_partitions_train_as_well_as_one_and_seeds_repeat() {
     );
 
     s.execute(train).await.unwrap();
-    let registry = kiln_sql::registry::ModelRegistry::new(s.lake().root());
+    let registry = kiln_sql::catalog::registry::ModelRegistry::new(s.lake().root());
     let (a, _) = registry.load("m", 2).unwrap();
     let (b, _) = registry.load("m", 3).unwrap();
     assert_eq!(
@@ -162,7 +162,7 @@ async fn warm_start_continues_from_the_latest_version() {
     )
     .await
     .unwrap();
-    let registry = kiln_sql::registry::ModelRegistry::new(s.lake().root());
+    let registry = kiln_sql::catalog::registry::ModelRegistry::new(s.lake().root());
     assert_eq!(registry.versions("m"), vec![1, 2]);
     assert_eq!(registry.card("m", 2).unwrap().warm_started_from, Some(1));
     assert!(accuracy(&s, "m").await >= before);
@@ -183,7 +183,7 @@ async fn failed_training_writes_nothing() {
     }
     let models = scratch.path().join("lake/_models");
     let entries = std::fs::read_dir(&models).map(|d| d.count()).unwrap_or(0);
-    let registry = kiln_sql::registry::ModelRegistry::new(s.lake().root());
+    let registry = kiln_sql::catalog::registry::ModelRegistry::new(s.lake().root());
     assert!(
         registry.names().is_empty(),
         "no model published ({entries} entries under _models)"
@@ -210,7 +210,7 @@ async fn linear_regression_recovers_coefficients_through_sql() {
         ))
         .await
         .unwrap();
-        let registry = kiln_sql::registry::ModelRegistry::new(s.lake().root());
+        let registry = kiln_sql::catalog::registry::ModelRegistry::new(s.lake().root());
         let (model, _) = registry
             .load("lin", registry.latest("lin").unwrap())
             .unwrap();
@@ -622,4 +622,184 @@ async fn robust_quantile_hashed_text_and_date_transforms() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("hash_bucket needs a whole number"), "{err}");
+}
+
+/// The rows of `query` as one kiln-ml batch (features `a`, `b`; label `y`
+/// as class index or value), in the order the session reads them.
+async fn batch_of(s: &KilnSession, query: &str, classes: bool) -> kiln_ml::Batch {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+    let batches = s
+        .context()
+        .sql(query)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let (mut features, mut labels) = (vec![], vec![]);
+    for batch in &batches {
+        let a = batch.column(0).as_primitive::<Float64Type>();
+        let b = batch.column(1).as_primitive::<Float64Type>();
+        let y = batch.column(2).as_primitive::<Int64Type>();
+        for r in 0..batch.num_rows() {
+            features.extend([a.value(r) as f32, b.value(r) as f32]);
+            labels.push(y.value(r));
+        }
+    }
+    let targets = if classes {
+        kiln_ml::Targets::Classes(labels.iter().map(|&y| y as u32).collect())
+    } else {
+        kiln_ml::Targets::Values(labels.iter().map(|&y| y as f32).collect())
+    };
+    kiln_ml::Batch {
+        features,
+        dims: 2,
+        targets,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn train_model_and_kiln_ml_fit_run_the_same_driver_and_agree() {
+    use kiln_ml::{ModelType, TrainOptions};
+    let scratch = tempfile::tempdir().unwrap();
+    let lake = scratch.path().join("lake");
+    // One partition and one file: SQL feeds the round the same rows in the
+    // same order as the in-memory partition below.
+    let s = session(&lake, 1).await;
+    s.execute(SEPARABLE).await.unwrap();
+    let registry = kiln_sql::catalog::registry::ModelRegistry::new(s.lake().root());
+    let cases = [
+        (
+            "sgd",
+            ModelType::LogisticRegression,
+            "OPTIONS (epochs = 6, seed = 11, validation_fraction = 0.25, early_stopping_patience = 2)",
+            true,
+        ),
+        (
+            "normal",
+            ModelType::LinearRegression,
+            "OPTIONS (solver = 'normal', validation_fraction = 0.2)",
+            false,
+        ),
+        ("clusters", ModelType::Kmeans, "OPTIONS (k = 3, epochs = 8, seed = 5)", false),
+    ];
+    for (name, model_type, options, classes) in cases {
+        let (label, columns) = if model_type == ModelType::Kmeans {
+            ("", "a, b")
+        } else {
+            ("LABEL y", "a, b, y")
+        };
+        s.execute(&format!(
+            "TRAIN MODEL {name} USING {model_type} {options} {label} AS SELECT {columns} FROM pts"
+        ))
+        .await
+        .unwrap();
+        let (trained, card) = registry.load(name, 1).unwrap();
+
+        let parsed: TrainOptions = card.options.clone();
+        let batch = batch_of(&s, "SELECT a, b, y FROM pts", classes).await;
+        let partitions = if model_type == ModelType::Kmeans {
+            // kmeans trains on the features only (no LABEL).
+            vec![vec![kiln_ml::Batch {
+                targets: kiln_ml::Targets::None,
+                ..batch
+            }]]
+        } else {
+            vec![vec![batch]]
+        };
+        let (fitted, history) = kiln_ml::fit(
+            model_type,
+            &parsed,
+            &partitions,
+            classes.then_some(2),
+            &kiln_kernels::cpu::CpuBackend::default(),
+            None,
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(history.epochs.len(), card.epochs.len(), "{name}: epochs");
+        assert_eq!(history.rows_seen, card.rows_seen, "{name}: rows seen");
+        assert_eq!(trained.params().len(), fitted.params().len(), "{name}");
+        for (i, (t, f)) in trained.params().iter().zip(fitted.params()).enumerate() {
+            assert!(
+                (t - f).abs() <= 1e-5 * (1.0 + t.abs()),
+                "{name}: parameter {i}: SQL {t}, fit {f}"
+            );
+        }
+        for (sql, mem) in card.epochs.iter().zip(&history.epochs) {
+            assert!(
+                (sql.train_loss - mem.train_loss).abs() < 1e-6,
+                "{name}: {sql:?} vs {mem:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_physical_codec_round_trips_train_exec_and_refuses_other_versions() {
+    use datafusion_proto::physical_plan::{DefaultPhysicalProtoConverter, PhysicalExtensionCodec};
+    use kiln_sql::plan::codec::KilnPhysicalCodec;
+    use kiln_sql::plan::logical::RoundSpec;
+    use kiln_sql::plan::physical::TrainExec;
+    let options = kiln_ml::TrainOptions::default();
+    let model =
+        kiln_ml::Model::new(kiln_ml::ModelType::LogisticRegression, 2, Some(2), &options).unwrap();
+    let mut driver = kiln_ml::Driver::new(model, options.clone());
+    let spec = RoundSpec {
+        round: driver.next_round().unwrap(),
+        options,
+        features: vec!["a".into(), "b".into()],
+        label: Some("y".into()),
+        classes: Some(vec!["0".into(), "1".into()]),
+    };
+    let ctx = datafusion::prelude::SessionContext::new();
+    let input = ctx
+        .sql("SELECT 1.0 AS a, 2.0 AS b, 1 AS y")
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let exec = TrainExec::try_new(
+        Arc::clone(&input),
+        Arc::new(serde_json::to_vec(&spec).unwrap()),
+    )
+    .unwrap();
+    let codec = KilnPhysicalCodec::default();
+    let converter = DefaultPhysicalProtoConverter {};
+    let mut buf = vec![];
+    codec
+        .try_encode(Arc::new(exec), &mut buf, &converter)
+        .unwrap();
+    assert_eq!(&buf[..4], b"KILN");
+    let task = TaskContext::default();
+    let decoded = codec
+        .try_decode(&buf, std::slice::from_ref(&input), &task, &converter)
+        .unwrap();
+    let decoded = decoded.downcast_ref::<TrainExec>().expect("a TrainExec");
+    assert_eq!(
+        decoded.spec_bytes.as_slice(),
+        serde_json::to_vec(&spec).unwrap().as_slice()
+    );
+    let spec_back: RoundSpec = serde_json::from_slice(&decoded.spec_bytes).unwrap();
+    assert_eq!(spec_back.round.start_model(), spec.round.start_model());
+    assert_eq!(
+        (spec_back.features, spec_back.label, spec_back.classes),
+        (spec.features, spec.label, spec.classes)
+    );
+
+    buf[4] = 99;
+    let err = codec
+        .try_decode(&buf, std::slice::from_ref(&input), &task, &converter)
+        .unwrap_err();
+    assert!(
+        matches!(err, datafusion::error::DataFusionError::Configuration(_)),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("codec version 99") && message.contains("reads codec version 2"),
+        "{message}"
+    );
 }

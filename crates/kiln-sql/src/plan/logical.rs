@@ -1,5 +1,5 @@
 //! Logical extension nodes: [`TrainRoundNode`], one training round over its
-//! input query, planned to [`crate::physical::TrainExec`].
+//! input query, planned to [`crate::plan::physical::TrainExec`].
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -10,41 +10,19 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, LogicalPlan, UserDefinedLogicalNodeCore};
-use kiln_ml::{Model, TrainOptions};
+use kiln_ml::{Round, TrainOptions};
 use serde::{Deserialize, Serialize};
-
-/// What a training round does on each partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RoundMode {
-    /// Local mini-batch steps (or kmeans assignment sums) from the given parameters.
-    Train,
-    /// Sums of XᵀX and Xᵀy for the exact least-squares solver.
-    NormalEquations,
-    /// Only score the held-out rows with the given parameters.
-    Validate,
-}
 
 /// Everything a partition needs for one round; serialized into the plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundSpec {
-    pub mode: RoundMode,
-    pub model: Model,
-    pub params: Vec<f32>,
+    /// What the driver asks of every partition, and the model to start from.
+    pub round: Round,
     pub options: TrainOptions,
     pub features: Vec<String>,
     pub label: Option<String>,
     /// Class values (as text) in index order; `None` for regression / kmeans.
     pub classes: Option<Vec<String>>,
-    pub round: u64,
-}
-
-impl RoundSpec {
-    pub fn model_with_params(&self) -> Model {
-        let mut model = self.model.clone();
-        model.set_params(self.params.clone());
-        model
-    }
 }
 
 /// The schema every training round returns: one row per input partition.

@@ -1,5 +1,5 @@
 //! Kiln's embedded Ballista cluster: a scheduler and one executor in this
-//! process ([`crate::cluster`]'s, on loopback ports), talking gRPC exactly as
+//! process ([`crate::server`]'s, on loopback ports), talking gRPC exactly as
 //! separate processes would.
 //!
 //! Ballista's own `standalone` setup leaves the executor polling the scheduler
@@ -16,7 +16,9 @@ use datafusion::error::Result;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::cluster::{self, ExecutorOptions, RunningExecutor, RunningScheduler, SchedulerOptions};
+use crate::server::{
+    self as cluster, ExecutorOptions, RunningExecutor, RunningScheduler, SchedulerOptions,
+};
 
 /// How often the executor polls while a statement runs. Ballista's poll loop
 /// learns of finished tasks only when it polls, and nothing wakes it when a

@@ -137,16 +137,6 @@ pub fn split_statements(script: &str, dialect: &str) -> Result<Vec<ScriptStateme
     Ok(statements)
 }
 
-/// `name` as a double-quoted SQL identifier.
-pub(crate) fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `text` as a single-quoted SQL string literal.
-pub(crate) fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use kiln_ml::metrics::Metrics;
 use kiln_ml::{Model, TrainOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::lake::validate_table_name;
+use crate::catalog::lake::validate_table_name;
 
 const MODELS_DIR: &str = "_models";
 
@@ -42,10 +42,10 @@ pub struct ModelCard {
     pub kiln_version: String,
     /// The checks on the source tables that ran before training (lineage).
     #[serde(default)]
-    pub checks: Vec<crate::checks::CheckOutcome>,
+    pub checks: Vec<crate::catalog::check::CheckOutcome>,
     /// Fitted TRANSFORM expressions, re-applied by PREDICT and EVALUATE.
     #[serde(default)]
-    pub transform: Vec<crate::transform::FittedTransform>,
+    pub transform: Vec<crate::catalog::transform::FittedTransform>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,12 +143,20 @@ impl ModelRegistry {
         }
     }
 
+    /// The card of `name` at `version` (the latest when `None`).
+    pub fn card_of(&self, name: &str, version: Option<u64>) -> Result<ModelCard> {
+        let version = self.resolve(name, version)?;
+        self.card(name, version)
+    }
+
     pub fn load(&self, name: &str, version: u64) -> Result<(Model, ModelCard)> {
         let dir = self.model_dir(name).join(format!("v{version}"));
         let weights_path = dir.join("model.safetensors");
         let bytes = fs::read(&weights_path).map_err(|e| io_error(&weights_path, e))?;
         let model = kiln_ml::file::from_bytes(&bytes, &weights_path.display().to_string())
-            .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+            .map_err(|e| {
+                DataFusionError::External(Box::new(e)).context(format!("model '{name}' v{version}"))
+            })?;
         Ok((model, self.card(name, version)?))
     }
 
@@ -172,8 +180,10 @@ impl ModelRegistry {
         ));
         fs::create_dir(&staging).map_err(|e| io_error(&staging, e))?;
         let result = (|| {
-            let bytes = kiln_ml::file::to_bytes(model)
-                .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+            let bytes = kiln_ml::file::to_bytes(model).map_err(|e| {
+                DataFusionError::External(Box::new(e))
+                    .context(format!("writing model '{}'", card.name))
+            })?;
             fs::write(staging.join("model.safetensors"), bytes)
                 .map_err(|e| io_error(&staging, e))?;
             loop {

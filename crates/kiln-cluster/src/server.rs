@@ -1,8 +1,8 @@
 //! Kiln's Ballista processes: the scheduler and executors of a cluster
 //! (`kiln scheduler`, `kiln executor`), also used in-process by
-//! [`crate::embedded`].
+//! [`crate::embedded`], and the client side of connecting to a scheduler.
 //!
-//! Every role builds its session from [`kiln_state`], so Kiln's UDFs, query
+//! Every role builds its session from [`kiln_sql::kiln_state`], so Kiln's UDFs, query
 //! planner and extension codecs are the same on the client, the scheduler and
 //! each executor. With a token, every call to the scheduler (clients' jobs,
 //! executors' polls, Flight SQL) must carry it in the `x-kiln-token` header:
@@ -44,7 +44,6 @@ use ballista_scheduler::metrics::default_metrics_collector;
 use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use tokio::net::TcpListener;
@@ -52,30 +51,10 @@ use tokio::sync::{oneshot, Notify, Semaphore};
 use tonic::service::RoutesBuilder;
 use tonic::transport::Channel;
 
-use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
-use datafusion::config::TableParquetOptions;
-
-use crate::lake::{Lake, ManagedTable, TableEntry};
-use crate::session::{managed_table_provider, KilnQueryPlanner};
-use crate::udf::kiln_udfs;
+use kiln_sql::{kiln_session_config, kiln_state};
 
 /// The environment variable holding the cluster's shared secret.
 pub const TOKEN_ENV: &str = "KILN_TOKEN";
-
-/// Kiln's session state for any role: DataFusion's defaults, Kiln's planner
-/// and codecs (in `config`, see [`crate::kiln_session_config`]) and UDFs
-/// reading models from `lake`.
-pub fn kiln_state(config: SessionConfig, lake: &Path) -> Result<SessionState> {
-    let mut state = SessionStateBuilder::new()
-        .with_config(config)
-        .with_default_features()
-        .with_query_planner(Arc::new(KilnQueryPlanner))
-        .build();
-    for udf in kiln_udfs(lake.to_path_buf()) {
-        datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf))?;
-    }
-    Ok(state)
-}
 
 /// `df://host:port` (or `http://host:port`, or `host:port`) → the gRPC URL.
 pub fn scheduler_url(cluster: &str) -> Result<String> {
@@ -220,7 +199,7 @@ pub async fn start_scheduler(
     options: &SchedulerOptions,
     on_work_available: Option<Arc<Notify>>,
 ) -> Result<RunningScheduler> {
-    let base_config = crate::kiln_session_config(options.target_partitions);
+    let base_config = kiln_session_config(options.target_partitions);
     let logical = base_config.ballista_logical_extension_codec();
     let physical = base_config.ballista_physical_extension_codec();
     let address = listener.local_addr()?;
@@ -230,14 +209,9 @@ pub async fn start_scheduler(
     let cluster = BallistaCluster::new_memory(
         address.to_string(),
         Arc::new(move |config: SessionConfig| {
-            let state = kiln_state(config, &lake)?;
-            // Flight SQL clients name lake tables directly; jobs from Kiln
-            // clients carry their scans in the plan and never look here.
-            let lake_schema = LakeSchema::open(&lake, state.table_options().parquet.clone())?;
-            if let Some(catalog) = state.catalog_list().catalog("datafusion") {
-                catalog.register_schema("public", Arc::new(lake_schema))?;
-            }
-            Ok(state)
+            // Flight SQL clients name lake tables directly (the state's
+            // LakeSchema); jobs from Kiln clients carry their scans in the plan.
+            kiln_state(config, &lake)
         }),
         Arc::clone(&config_producer),
     );
@@ -304,80 +278,6 @@ pub async fn start_scheduler(
         stop: Some(stop),
         served,
     })
-}
-
-/// The lake's managed tables as a schema, read from the catalog at each
-/// lookup (so tables published after the session started are visible).
-#[derive(Debug)]
-struct LakeSchema {
-    lake: Lake,
-    parquet: TableParquetOptions,
-    session_tables: MemorySchemaProvider,
-}
-
-impl LakeSchema {
-    fn open(root: &Path, parquet: TableParquetOptions) -> Result<Self> {
-        Ok(Self {
-            lake: Lake::open(root).map_err(|e| DataFusionError::External(Box::new(e)))?,
-            parquet,
-            session_tables: MemorySchemaProvider::new(),
-        })
-    }
-
-    fn managed(&self) -> Vec<(String, ManagedTable)> {
-        self.lake
-            .catalog()
-            .map(|c| {
-                c.tables
-                    .into_iter()
-                    .filter_map(|(name, entry)| match entry {
-                        TableEntry::Managed(m) => Some((name, m)),
-                        TableEntry::External(_) => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-#[async_trait::async_trait]
-impl SchemaProvider for LakeSchema {
-    fn table_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.managed().into_iter().map(|(n, _)| n).collect();
-        names.extend(self.session_tables.table_names());
-        names
-    }
-
-    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        if let Some(table) = self.session_tables.table(name).await? {
-            return Ok(Some(table));
-        }
-        match self.managed().into_iter().find(|(n, _)| n == name) {
-            Some((name, entry)) => Ok(Some(managed_table_provider(
-                &self.lake,
-                &name,
-                &entry,
-                self.parquet.clone(),
-            )?)),
-            None => Ok(None),
-        }
-    }
-
-    fn register_table(
-        &self,
-        name: String,
-        table: Arc<dyn TableProvider>,
-    ) -> Result<Option<Arc<dyn TableProvider>>> {
-        self.session_tables.register_table(name, table)
-    }
-
-    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        self.session_tables.deregister_table(name)
-    }
-
-    fn table_exist(&self, name: &str) -> bool {
-        self.session_tables.table_exist(name) || self.managed().iter().any(|(n, _)| n == name)
-    }
 }
 
 /// Serves `router` on `listener`, requiring `token` on everything but `/health`.
@@ -458,7 +358,8 @@ fn unauthenticated(message: &str) -> Response {
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// How to run an executor.
@@ -651,7 +552,7 @@ pub async fn start_executor(
     options: &ExecutorOptions,
     poll_now: Option<Arc<Notify>>,
 ) -> Result<RunningExecutor> {
-    let mut config = crate::kiln_session_config(options.target_partitions);
+    let mut config = kiln_session_config(options.target_partitions);
     if let Some(ca) = &options.tls_ca {
         config = client_tls(config, ca)?;
     }

@@ -18,11 +18,11 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 
-use crate::logical::TrainRoundNode;
-use crate::physical::TrainExec;
+use crate::plan::logical::TrainRoundNode;
+use crate::plan::physical::TrainExec;
 
 /// Version of Kiln's envelope; bump on any incompatible change of a node's bytes.
-pub const CODEC_VERSION: u8 = 1;
+pub const CODEC_VERSION: u8 = 2;
 const MAGIC: &[u8; 4] = b"KILN";
 const TAG_TRAIN_ROUND: u8 = 1;
 
@@ -39,9 +39,12 @@ fn open(buf: &[u8]) -> Result<Option<(u8, &[u8])>> {
         return Ok(None);
     }
     if buf[4] != CODEC_VERSION {
-        return Err(DataFusionError::Internal(format!(
-            "Kiln plan codec version {} cannot be read by this Kiln (version {CODEC_VERSION}): run the same Kiln version on every process",
-            buf[4]
+        return Err(DataFusionError::Configuration(format!(
+            "a Kiln process sent a plan in Kiln codec version {}, and this process (Kiln {}) \
+             reads codec version {CODEC_VERSION}: run the same Kiln version on the client, \
+             the scheduler and every executor",
+            buf[4],
+            env!("CARGO_PKG_VERSION")
         )));
     }
     Ok(Some((buf[5], &buf[6..])))

@@ -72,7 +72,7 @@ pub struct Catalog {
     pub tables: BTreeMap<String, TableEntry>,
     /// Governance checks, keyed by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub checks: BTreeMap<String, crate::checks::CheckDef>,
+    pub checks: BTreeMap<String, crate::catalog::check::CheckDef>,
 }
 
 /// One catalog entry.
@@ -217,16 +217,12 @@ impl Lake {
 
     fn write_catalog(&self, catalog: &Catalog) -> Result<()> {
         let path = self.catalog_path();
-        let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
         let text =
             serde_json::to_string_pretty(catalog).map_err(|e| LakeError::CorruptCatalog {
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-        let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        write_atomically(&path, |file| file.write_all(text.as_bytes())).map_err(io_err(&path))?;
         sync_dir(path.parent().expect("catalog has a parent"));
         Ok(())
     }
@@ -445,6 +441,50 @@ fn link_tree(from: &Path, to: &Path, except: Option<&Path>) -> Result<()> {
 fn sync_dir(dir: &Path) {
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+/// Writes `path` whole or not at all: into a temporary file beside it, synced,
+/// then renamed over it (a reader sees the old file or the new one).
+pub fn write_atomically<E: From<std::io::Error>>(
+    path: &Path,
+    write: impl FnOnce(&mut fs::File) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    write(file.as_file_mut())?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// `path` made absolute with `.` and `..` removed, symlinks resolved where it exists.
+pub fn normalize(path: &Path) -> PathBuf {
+    let absolute = resolve_path(path);
+    if let Ok(real) = absolute.canonicalize() {
+        return real;
+    }
+    let mut out = PathBuf::new();
+    for component in absolute.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The lake directory for `path`, resolving `~`-less relative paths against the cwd.
+pub fn resolve_path(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
     }
 }
 

@@ -22,8 +22,8 @@ use datafusion::logical_expr::{
 use kiln_kernels::cpu::CpuBackend;
 use kiln_ml::{Model, Task};
 
-use crate::features::to_batch;
-use crate::registry::{ModelCard, ModelRegistry};
+use crate::catalog::registry::{ModelCard, ModelRegistry};
+use crate::functions::batch::to_batch;
 
 /// Which output of the model a function returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,8 +80,8 @@ impl Hash for PredictUdf {
 /// Every UDF Kiln adds, as each process (client, scheduler, executor) registers them.
 pub fn kiln_udfs(lake: PathBuf) -> Vec<ScalarUDF> {
     let mut udfs = predict_udfs(lake);
-    udfs.extend(crate::pii::pii_udfs());
-    udfs.extend(crate::feature_fns::feature_udfs());
+    udfs.extend(crate::functions::pii::pii_udfs());
+    udfs.extend(crate::functions::features::feature_udfs());
     udfs
 }
 
@@ -195,8 +195,8 @@ impl ScalarUDFImpl for PredictUdf {
             )));
         }
         for (field, expected) in args.arg_fields[1..].iter().zip(&card.features) {
-            let width =
-                crate::features::feature_width(field.name(), field.data_type()).map_err(|e| {
+            let width = crate::functions::batch::feature_width(field.name(), field.data_type())
+                .map_err(|e| {
                     DataFusionError::Plan(format!(
                         "{e}; the model expects {}",
                         expected_schema(card)

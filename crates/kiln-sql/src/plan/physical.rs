@@ -22,10 +22,12 @@ use datafusion::physical_plan::{
 };
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 use futures::StreamExt;
-use kiln_ml::train::{split_held_out, NormalStats, RoundTrainer};
+use kiln_ml::PartitionRound;
 
-use crate::features::{to_batch, LabelKind};
-use crate::logical::{RoundMode, RoundSpec, TrainRoundNode, ROUND_OUTPUT_SCHEMA};
+use crate::error::ml_error;
+
+use crate::functions::batch::{to_batch, LabelKind};
+use crate::plan::logical::{RoundSpec, TrainRoundNode, ROUND_OUTPUT_SCHEMA};
 
 /// Runs one training round on every partition of its input and emits one row
 /// per partition: `(shard, update)`, the shard key of its rows and the update
@@ -63,7 +65,7 @@ impl DisplayAs for TrainExec {
         write!(
             f,
             "TrainExec: {} round {} ({:?})",
-            self.spec.model.model_type, self.spec.round, self.spec.mode
+            self.spec.round.model.model_type, self.spec.round.number, self.spec.round.kind
         )
     }
 }
@@ -112,7 +114,7 @@ impl ExecutionPlan for TrainExec {
             let (shard, update) = run_round(&spec, input).await?;
             log::debug!(
                 "TrainExec round {} partition {partition}: shard {shard:016x}, {} update bytes",
-                spec.round,
+                spec.round.number,
                 update.len()
             );
             RecordBatch::try_new(
@@ -152,9 +154,8 @@ async fn run_round(
     mut input: SendableRecordBatchStream,
 ) -> Result<(u64, Vec<u8>)> {
     let backend = kiln_ml::device::backend(spec.options.device)
-        .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+        .map_err(ml_error("training round: device"))?;
     let backend = backend.as_ref();
-    let model = spec.model_with_params();
     let kind = label_kind(spec);
     let features = spec.features.len();
     let convert = |batch: &RecordBatch| {
@@ -169,50 +170,27 @@ async fn run_round(
             batch.num_rows(),
         )
     };
-    let ml_error = |e: kiln_ml::MlError| DataFusionError::Execution(e.to_string());
-    let mut shard = None;
-    match spec.mode {
-        RoundMode::NormalEquations => {
-            let mut stats = NormalStats::new(model.dims);
-            let mut offset = 0u64;
-            while let Some(batch) = input.next().await {
-                let batch = convert(&batch?)?;
-                let key = *shard.get_or_insert_with(|| first_shard_key(&batch));
-                let start = offset;
-                offset += batch.rows() as u64;
-                let (train, _) = split_held_out(&spec.options, key, start, batch);
-                stats.add(&train).map_err(ml_error)?;
-            }
-            Ok((shard.unwrap_or_default(), to_json(&stats)?))
+    let mut partition = PartitionRound::new(&spec.round, &spec.options);
+    let mut first = true;
+    while let Some(batch) = input.next().await {
+        let batch = convert(&batch?)?;
+        if std::mem::take(&mut first) {
+            log_first_batch(&batch);
         }
-        RoundMode::Train | RoundMode::Validate => {
-            let mut trainer = None;
-            while let Some(batch) = input.next().await {
-                let batch = convert(&batch?)?;
-                let trainer = trainer.get_or_insert_with(|| {
-                    let key = *shard.get_or_insert_with(|| first_shard_key(&batch));
-                    RoundTrainer::new(&model, &spec.options, spec.round, key)
-                });
-                match spec.mode {
-                    RoundMode::Validate => trainer.score_held_out(backend, batch),
-                    _ => trainer.feed(backend, batch),
-                }
-                .map_err(ml_error)?;
-            }
-            let trainer =
-                trainer.unwrap_or_else(|| RoundTrainer::new(&model, &spec.options, spec.round, 0));
-            Ok((shard.unwrap_or_default(), to_json(&trainer.finish())?))
-        }
+        partition
+            .feed(backend, batch)
+            .map_err(ml_error("training round"))?;
     }
+    let result = partition.finish();
+    Ok((result.shard, to_json(&result.outcome)?))
 }
 
-fn first_shard_key(batch: &kiln_ml::data::Batch) -> u64 {
+fn log_first_batch(batch: &kiln_ml::data::Batch) {
     log::debug!(
         "first batch: {} rows, first row {:?}",
         batch.rows(),
         &batch.features[..batch.dims.min(batch.features.len())]
     );
-    batch.shard_key()
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {

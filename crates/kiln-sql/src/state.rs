@@ -1,0 +1,90 @@
+//! The one place every role's session state is built: the client, the
+//! scheduler and each executor call [`kiln_state`] with a config from
+//! [`kiln_session_config`], so Kiln's functions, query planner, codecs and
+//! lake tables are the same everywhere.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ballista_core::extension::SessionConfigExt;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionConfig;
+
+use crate::catalog::lake::Lake;
+use crate::catalog::tables::{system_schema, LakeSchema};
+use crate::functions::kiln_udfs;
+use crate::plan::codec::{KilnLogicalCodec, KilnPhysicalCodec};
+use crate::plan::physical::KilnExtensionPlanner;
+
+/// Kiln's session state for any role: DataFusion's defaults, Kiln's planner
+/// and codecs (in `config`, see [`kiln_session_config`]), the UDFs reading
+/// models from `lake`, the lake's tables as the `public` schema
+/// ([`LakeSchema`]) and the `kiln` system tables.
+pub fn kiln_state(config: SessionConfig, lake: &Path) -> Result<SessionState> {
+    let mut state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_query_planner(Arc::new(KilnQueryPlanner))
+        .build();
+    for udf in kiln_udfs(lake.to_path_buf()) {
+        datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf))?;
+    }
+    register_lake_schemas(&state, lake)?;
+    Ok(state)
+}
+
+/// Makes the lake's tables ([`LakeSchema`]) the default catalog's `public`
+/// schema and the system tables its `kiln` schema. Ballista's client upgrade
+/// replaces the default catalog, so the client registers them again after it.
+pub(crate) fn register_lake_schemas(state: &SessionState, lake: &Path) -> Result<()> {
+    let name = &state.config_options().catalog.default_catalog;
+    let catalog = state.catalog_list().catalog(name).ok_or_else(|| {
+        DataFusionError::Configuration(format!(
+            "the session has no default catalog '{name}' to register the lake's tables in"
+        ))
+    })?;
+    let lake_schema = LakeSchema::open(lake, state.table_options().parquet.clone())?;
+    catalog.register_schema("public", Arc::new(lake_schema))?;
+    let system = system_schema(&Lake::open(lake).map_err(DataFusionError::from)?)?;
+    catalog.register_schema("kiln", system)?;
+    Ok(())
+}
+
+/// DataFusion's planner plus Kiln's extension nodes; used where plans become
+/// physical (the scheduler, and executors' re-planning).
+#[derive(Debug)]
+pub struct KilnQueryPlanner;
+
+#[async_trait::async_trait]
+impl datafusion::execution::context::QueryPlanner for KilnQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session_state: &dyn datafusion::catalog::Session,
+    ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        use datafusion::physical_planner::PhysicalPlanner;
+        datafusion::physical_planner::DefaultPhysicalPlanner::with_extension_planners(vec![
+            Arc::new(KilnExtensionPlanner),
+        ])
+        .create_physical_plan(logical_plan, session_state)
+        .await
+    }
+}
+
+/// The session configuration shared by every Kiln process (client, scheduler,
+/// executors): Ballista's settings plus Kiln's.
+pub fn kiln_session_config(target_partitions: Option<usize>) -> SessionConfig {
+    let partitions = target_partitions.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    SessionConfig::new_with_ballista()
+        .with_ballista_logical_extension_codec(Arc::new(KilnLogicalCodec::default()))
+        .with_ballista_physical_extension_codec(Arc::new(KilnPhysicalCodec::default()))
+        .with_information_schema(true)
+        .with_target_partitions(partitions)
+        .set_bool("ballista.planner.adaptive.enabled", false)
+}
