@@ -87,7 +87,7 @@ pub(crate) async fn execute_ml(
             version,
             query,
         } => {
-            let card = model_card(session, &name, version)?;
+            let card = session.registry().card_of(&name, version)?;
             check_prediction_columns(session, &card, &query).await?;
             execute_plain(session, &prediction_query(&card, &query, true, &[])).await
         }
@@ -121,16 +121,6 @@ pub(crate) async fn execute_plain(session: &KilnSession, sql: &str) -> Result<St
     let schema = Arc::clone(df.schema().inner());
     let batches = df.collect().await?;
     Ok(StatementResult::rows(schema, batches))
-}
-
-pub(crate) fn model_card(
-    session: &KilnSession,
-    name: &str,
-    version: Option<u64>,
-) -> Result<ModelCard> {
-    let registry = session.registry();
-    let version = registry.resolve(name, version)?;
-    registry.card(name, version)
 }
 
 pub(crate) async fn check_prediction_columns(
@@ -177,7 +167,7 @@ pub(crate) async fn evaluate_model(
     version: Option<u64>,
     query: &str,
 ) -> Result<StatementResult> {
-    let card = model_card(session, name, version)?;
+    let card = session.registry().card_of(name, version)?;
     check_prediction_columns(session, &card, query).await?;
     let label = match (&card.label, card.task) {
         (Some(label), _) => Some(label.clone()),
