@@ -347,6 +347,23 @@ fn tpch_and_training_give_the_same_results_as_embedded() {
             let b = sorted_rows(&run(&remote, &sql).await);
             assert_same_rows(&format!("TPC-H q{n}"), &a, &b);
         }
+        // Same answers, different stages: one in-memory stage embedded, a
+        // stage per exchange on the cluster, and EXPLAIN says which.
+        let explain = format!("EXPLAIN {}", kiln_tpch::query(3, 0.01).unwrap());
+        let stages = |result: &StatementResult| {
+            let text = rows(result).concat().join("\n");
+            let distributed = text[text.find("distributed_plan").unwrap()..].to_string();
+            (
+                distributed.matches("Stage[").count(),
+                distributed.contains("LocalStageExec"),
+            )
+        };
+        assert_eq!(stages(&run(&embedded, &explain).await), (1, true));
+        let (cluster_stages, local) = stages(&run(&remote, &explain).await);
+        assert!(
+            cluster_stages > 1 && !local,
+            "{cluster_stages} stages on the cluster"
+        );
 
         let train = |name: &str| {
             format!(

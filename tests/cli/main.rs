@@ -9,6 +9,7 @@ mod jobs;
 #[path = "../support/slt.rs"]
 mod slt;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -305,41 +306,44 @@ fn killed_ctas_leaves_no_partial_table() {
         &script,
         "CREATE OR REPLACE TABLE big AS \
          SELECT a.n * 100000 + b.n AS n, repeat('x', 50) AS pad \
-         FROM (SELECT unnest(range(0, 4000)) AS n) a \
-         CROSS JOIN (SELECT unnest(range(0, 4000)) AS n) b;",
+         FROM (SELECT unnest(range(0, 400)) AS n) a \
+         CROSS JOIN (SELECT unnest(range(0, 400)) AS n) b;",
     )
     .unwrap();
+    // Killed with its files written to the staging directory, just before
+    // publishing (the failpoint waits there).
     let mut child = kiln_direct()
         .arg("run")
         .arg(&script)
         .arg("--lake")
         .arg(&lake)
+        .env("KILN_FAILPOINT", "before-publish")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let table_dir = lake.join("big");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let deadline = Instant::now() + Duration::from_secs(120);
-    let staging_with_files = || {
-        std::fs::read_dir(&table_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                e.file_name().to_string_lossy().starts_with("_staging-")
-                    && std::fs::read_dir(e.path())
-                        .map(|mut d| d.next().is_some())
-                        .unwrap_or(false)
-            })
-    };
-    while !staging_with_files() {
-        assert!(Instant::now() < deadline, "the write never started");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the write finished before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    loop {
+        assert!(Instant::now() < deadline, "the failpoint was never reached");
+        match lines.next() {
+            Some(Ok(line)) if line.contains("failpoint before-publish reached") => break,
+            Some(_) => continue,
+            None => panic!("kiln exited before the failpoint"),
+        }
     }
+    let staging_with_files = std::fs::read_dir(&table_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            e.file_name().to_string_lossy().starts_with("_staging-")
+                && std::fs::read_dir(e.path())
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(false)
+        });
+    assert!(staging_with_files, "the write staged its files");
     child.kill().unwrap();
     child.wait().unwrap();
 

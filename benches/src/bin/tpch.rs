@@ -5,9 +5,10 @@
 //! tpch run --sf 1 --dir target/tpch -i 3       # generate + ingest if needed, then time
 //! ```
 //! `run` ingests the CSV into a Kiln lake (`CREATE TABLE AS`, Parquet), then
-//! runs each query `--iterations` times on Kiln and on a plain DataFusion
-//! `SessionContext` over the same Parquet files, and prints the best time of
-//! each, the ratio Kiln / DataFusion, and row counts (which must agree).
+//! runs each query `--iterations` times on Kiln, on a plain DataFusion
+//! `SessionContext` (default options) and on one with the options Kiln's
+//! session plans with, all over the same Parquet files, and prints the best
+//! time of each, the ratio Kiln / DataFusion, and row counts (which must agree).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,7 +53,149 @@ enum Command {
         /// Write per-query results as CSV here.
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// `KEY=VALUE` to `SET` in the Kiln session before the queries (repeatable).
+        #[arg(long = "kiln-set")]
+        kiln_set: Vec<String>,
     },
+    /// Sorts and windows over `orders` (string and integer keys) on both
+    /// engines: best time and peak RSS growth of each.
+    Sorts {
+        #[arg(long, default_value_t = 1.0)]
+        sf: f64,
+        #[arg(long, default_value = "target/tpch")]
+        dir: PathBuf,
+        #[arg(long, short = 'i', default_value_t = 1)]
+        iterations: usize,
+        /// Write the results as CSV here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+}
+
+/// The `sorts` workloads: (name, Kiln statement, DataFusion statement).
+/// A sort written to a table is `CREATE TABLE AS` on Kiln and `COPY` to
+/// Parquet on DataFusion: both sort and write the same rows.
+fn sort_workloads(out: &Path) -> Vec<(&'static str, String, String)> {
+    let copy = |sql: &str| {
+        format!(
+            "COPY ({sql}) TO '{}' STORED AS PARQUET",
+            out.join("sorted").display()
+        )
+    };
+    let sorted_strings = "SELECT o_comment FROM orders ORDER BY o_comment";
+    let window = |key: &str| {
+        format!("SELECT sum(rn) FROM (SELECT row_number() OVER (ORDER BY {key}) AS rn FROM orders)")
+    };
+    vec![
+        (
+            "sort_strings_to_table",
+            format!("CREATE OR REPLACE TABLE sorted AS {sorted_strings}"),
+            copy(sorted_strings),
+        ),
+        ("window_by_string", window("o_comment"), window("o_comment")),
+        (
+            "window_by_integer",
+            window("o_orderkey"),
+            window("o_orderkey"),
+        ),
+        (
+            "top_strings",
+            "SELECT o_comment FROM orders ORDER BY o_comment DESC LIMIT 10".into(),
+            "SELECT o_comment FROM orders ORDER BY o_comment DESC LIMIT 10".into(),
+        ),
+    ]
+}
+
+/// Peak resident memory of this process since the last [`reset_peak_rss`], in MiB.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn current_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+/// Resets the peak-RSS mark to the current RSS (Linux `clear_refs` 5).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+async fn sorts(
+    sf: f64,
+    dir: &Path,
+    iterations: usize,
+    csv_out: Option<PathBuf>,
+) -> datafusion::error::Result<()> {
+    let csv = generate(dir, sf);
+    let partitions = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut options = SessionOptions::new(data_dir(dir, sf).join("lake"));
+    options.target_partitions = Some(partitions);
+    let kiln = kiln_cluster::open(options).await?;
+    ingest(&kiln, &csv).await?;
+    let plain = plain_datafusion(
+        &kiln,
+        SessionConfig::new().with_target_partitions(partitions),
+    )
+    .await?;
+    let scratch = std::env::temp_dir().join(format!("kiln-sorts-{}", std::process::id()));
+    println!("sorts over TPC-H SF{sf} orders, {partitions} partitions, best of {iterations}");
+    println!(
+        "{:>22} {:>10} {:>12} {:>12} {:>14} {:>7}",
+        "workload", "kiln_ms", "kiln_peak_mib", "df_ms", "df_peak_mib", "ratio"
+    );
+    let mut lines =
+        vec!["workload,kiln_ms,kiln_peak_mib,datafusion_ms,datafusion_peak_mib,ratio".to_string()];
+    for (name, kiln_sql, df_sql) in sort_workloads(&scratch) {
+        let _ = std::fs::remove_dir_all(&scratch);
+        let base = current_rss_mib();
+        reset_peak_rss();
+        let (kiln_time, _) = best_of(iterations, || async {
+            kiln.execute(&kiln_sql).await.map(|r| r.row_count())
+        })
+        .await?;
+        let kiln_peak = peak_rss_mib() - base;
+        let _ = std::fs::remove_dir_all(&scratch);
+        let base = current_rss_mib();
+        reset_peak_rss();
+        let (df_time, _) = best_of(iterations, || async {
+            let _ = std::fs::remove_dir_all(&scratch);
+            let batches = plain.sql(&df_sql).await?.collect().await?;
+            Ok(batches.iter().map(|b| b.num_rows()).sum())
+        })
+        .await?;
+        let df_peak = peak_rss_mib() - base;
+        let ratio = kiln_time.as_secs_f64() / df_time.as_secs_f64();
+        println!(
+            "{name:>22} {:>10.1} {kiln_peak:>12.0} {:>12.1} {df_peak:>14.0} {ratio:>7.2}",
+            ms(kiln_time),
+            ms(df_time)
+        );
+        lines.push(format!(
+            "{name},{:.1},{kiln_peak:.0},{:.1},{df_peak:.0},{ratio:.3}",
+            ms(kiln_time),
+            ms(df_time)
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    kiln.execute("DROP TABLE IF EXISTS sorted").await?;
+    if let Some(path) = csv_out {
+        std::fs::write(&path, lines.join("\n") + "\n")?;
+    }
+    Ok(())
 }
 
 fn data_dir(dir: &Path, sf: f64) -> PathBuf {
@@ -81,6 +224,12 @@ async fn main() -> datafusion::error::Result<()> {
             println!("{}", csv.display());
             Ok(())
         }
+        Command::Sorts {
+            sf,
+            dir,
+            iterations,
+            csv,
+        } => sorts(sf, &dir, iterations, csv).await,
         Command::Run {
             sf,
             dir,
@@ -88,6 +237,7 @@ async fn main() -> datafusion::error::Result<()> {
             queries,
             partitions,
             csv: csv_out,
+            kiln_set,
         } => {
             let partitions = partitions.unwrap_or_else(|| {
                 std::thread::available_parallelism()
@@ -99,7 +249,17 @@ async fn main() -> datafusion::error::Result<()> {
             options.target_partitions = Some(partitions);
             let kiln = kiln_cluster::open(options).await?;
             ingest(&kiln, &csv).await?;
-            let plain = plain_datafusion(&kiln, partitions).await?;
+            for setting in &kiln_set {
+                let (key, value) = setting.split_once('=').unwrap_or((setting, ""));
+                kiln.execute(&format!("SET {key} = {value}")).await?;
+            }
+            let plain = plain_datafusion(
+                &kiln,
+                SessionConfig::new().with_target_partitions(partitions),
+            )
+            .await?;
+            // The same engine with the options Kiln's session plans with.
+            let plain_kiln_config = plain_datafusion(&kiln, kiln.context().copied_config()).await?;
             let queries = if queries.is_empty() {
                 (1..=22).collect()
             } else {
@@ -108,12 +268,15 @@ async fn main() -> datafusion::error::Result<()> {
 
             println!("TPC-H SF{sf}, {partitions} partitions, best of {iterations}");
             println!(
-                "{:>5} {:>12} {:>14} {:>7} {:>6}",
-                "query", "kiln_ms", "datafusion_ms", "ratio", "rows"
+                "{:>5} {:>12} {:>14} {:>16} {:>7} {:>6}",
+                "query", "kiln_ms", "datafusion_ms", "df_kiln_conf_ms", "ratio", "rows"
             );
-            let mut lines =
-                vec!["query,kiln_ms,datafusion_ms,ratio,kiln_rows,datafusion_rows".to_string()];
-            let (mut total_kiln, mut total_df) = (Duration::ZERO, Duration::ZERO);
+            let mut lines = vec![
+                "query,kiln_ms,datafusion_ms,datafusion_kiln_config_ms,ratio,kiln_rows,datafusion_rows"
+                    .to_string(),
+            ];
+            let (mut total_kiln, mut total_df, mut total_df_kiln) =
+                (Duration::ZERO, Duration::ZERO, Duration::ZERO);
             for n in queries {
                 let sql = kiln_tpch::query(n, sf).expect("query 1..=22");
                 let (kiln_time, kiln_rows) = best_of(iterations, || async {
@@ -125,8 +288,14 @@ async fn main() -> datafusion::error::Result<()> {
                     Ok(batches.iter().map(|b| b.num_rows()).sum())
                 })
                 .await?;
+                let (df_kiln_time, _) = best_of(iterations, || async {
+                    let batches = plain_kiln_config.sql(&sql).await?.collect().await?;
+                    Ok(batches.iter().map(|b| b.num_rows()).sum())
+                })
+                .await?;
                 total_kiln += kiln_time;
                 total_df += df_time;
+                total_df_kiln += df_kiln_time;
                 let ratio = kiln_time.as_secs_f64() / df_time.as_secs_f64();
                 let flag = if kiln_rows == df_rows {
                     ""
@@ -134,31 +303,35 @@ async fn main() -> datafusion::error::Result<()> {
                     "  ROW COUNT MISMATCH"
                 };
                 println!(
-                    "{:>5} {:>12.1} {:>14.1} {:>7.2} {:>6}{flag}",
+                    "{:>5} {:>12.1} {:>14.1} {:>16.1} {:>7.2} {:>6}{flag}",
                     format!("q{n}"),
                     ms(kiln_time),
                     ms(df_time),
+                    ms(df_kiln_time),
                     ratio,
                     kiln_rows
                 );
                 lines.push(format!(
-                    "q{n},{:.1},{:.1},{ratio:.3},{kiln_rows},{df_rows}",
+                    "q{n},{:.1},{:.1},{:.1},{ratio:.3},{kiln_rows},{df_rows}",
                     ms(kiln_time),
-                    ms(df_time)
+                    ms(df_time),
+                    ms(df_kiln_time)
                 ));
             }
             let ratio = total_kiln.as_secs_f64() / total_df.as_secs_f64();
             println!(
-                "{:>5} {:>12.1} {:>14.1} {:>7.2}",
+                "{:>5} {:>12.1} {:>14.1} {:>16.1} {:>7.2}",
                 "total",
                 ms(total_kiln),
                 ms(total_df),
+                ms(total_df_kiln),
                 ratio
             );
             lines.push(format!(
-                "total,{:.1},{:.1},{ratio:.3},,",
+                "total,{:.1},{:.1},{:.1},{ratio:.3},,",
                 ms(total_kiln),
-                ms(total_df)
+                ms(total_df),
+                ms(total_df_kiln)
             ));
             if let Some(path) = csv_out {
                 std::fs::write(&path, lines.join("\n") + "\n")?;
@@ -213,13 +386,12 @@ async fn ingest(kiln: &KilnSession, csv: &Path) -> datafusion::error::Result<()>
     Ok(())
 }
 
-/// A plain DataFusion context over the lake's current Parquet snapshots.
+/// A plain DataFusion context with `config` over the lake's current Parquet snapshots.
 async fn plain_datafusion(
     kiln: &KilnSession,
-    partitions: usize,
+    config: SessionConfig,
 ) -> datafusion::error::Result<SessionContext> {
-    let ctx =
-        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
+    let ctx = SessionContext::new_with_config(config);
     let catalog = kiln
         .lake()
         .catalog()

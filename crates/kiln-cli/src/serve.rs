@@ -23,6 +23,7 @@ pub async fn scheduler(args: SchedulerArgs, global: &GlobalArgs) -> ExitCode {
         executor_timeout: Duration::from_secs(args.executor_timeout),
         task_max_failures: args.task_max_failures,
         target_partitions: None,
+        stages: kiln_sql::Stages::Distributed,
     };
     let listener = match TcpListener::bind(args.bind).await {
         Ok(l) => l,

@@ -6,13 +6,18 @@
 //! every 50 ms, so every stage of every query waits for the next poll. Here
 //! the scheduler's `on_work_available` callback wakes the executor's poll
 //! loop as soon as a stage becomes runnable, and the loop reports finished
-//! tasks at once. Plans, codecs and shuffles are Ballista's, unchanged.
+//! tasks at once. Its scheduler plans each statement as one stage
+//! ([`kiln_sql::Stages::One`]): with one executor in this process, no
+//! exchange crosses a machine, so DataFusion's in-memory exchanges replace
+//! Ballista's shuffle files and stage hand-offs. Sessions on it plan with
+//! DataFusion's join defaults ([`kiln_sql::one_stage_session_config`]).
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::error::Result;
+use kiln_sql::Stages;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -72,6 +77,7 @@ pub async fn start(
     let work_available = Arc::new(Notify::new());
     let mut scheduler_options = SchedulerOptions::new(lake);
     scheduler_options.target_partitions = target_partitions;
+    scheduler_options.stages = Stages::One;
     let scheduler = cluster::start_scheduler(
         TcpListener::bind("localhost:0").await?,
         &scheduler_options,

@@ -22,7 +22,9 @@ use std::collections::HashMap;
 
 use ballista_core::extension::SessionConfigExt;
 use datafusion::error::Result;
-use kiln_sql::{kiln_session_config, Cluster, KilnSession, SessionOptions};
+use kiln_sql::{
+    kiln_session_config, one_stage_session_config, Cluster, KilnSession, SessionOptions,
+};
 
 pub use server::{parse_byte_size, TOKEN_ENV, TOKEN_HEADER};
 
@@ -51,6 +53,7 @@ pub async fn open(options: SessionOptions) -> Result<KilnSession> {
             let lake = kiln_sql::catalog::lake::Lake::open(&options.lake)
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
             let vcores = config.target_partitions();
+            config = one_stage_session_config(config);
             Box::new(embedded::start(lake.root(), options.target_partitions, vcores).await?)
         }
     };

@@ -48,10 +48,11 @@ use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio_stream::StreamExt;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Channel;
 
-use kiln_sql::{kiln_session_config, kiln_state};
+use kiln_sql::{kiln_scheduler_state, kiln_session_config, kiln_state, scheduler_runtime, Stages};
 
 /// The environment variable holding the cluster's shared secret.
 pub const TOKEN_ENV: &str = "KILN_TOKEN";
@@ -156,6 +157,9 @@ pub struct SchedulerOptions {
     /// Attempts per task before the job fails.
     pub task_max_failures: usize,
     pub target_partitions: Option<usize>,
+    /// How plans are cut into stages: [`Stages::One`] only when the one
+    /// executor runs in this process.
+    pub stages: Stages,
 }
 
 impl SchedulerOptions {
@@ -168,6 +172,7 @@ impl SchedulerOptions {
             executor_timeout: Duration::from_secs(60),
             task_max_failures: 4,
             target_partitions: None,
+            stages: Stages::Distributed,
         }
     }
 }
@@ -204,6 +209,8 @@ pub async fn start_scheduler(
     let physical = base_config.ballista_physical_extension_codec();
     let address = listener.local_addr()?;
     let lake = options.lake.clone();
+    let stages = options.stages;
+    let runtime = scheduler_runtime()?;
     let producer_config = base_config.clone();
     let config_producer: ConfigProducer = Arc::new(move || producer_config.clone());
     let cluster = BallistaCluster::new_memory(
@@ -211,7 +218,7 @@ pub async fn start_scheduler(
         Arc::new(move |config: SessionConfig| {
             // Flight SQL clients name lake tables directly (the state's
             // LakeSchema); jobs from Kiln clients carry their scans in the plan.
-            kiln_state(config, &lake)
+            kiln_scheduler_state(config, &lake, stages, Arc::clone(&runtime))
         }),
         Arc::clone(&config_producer),
     );
@@ -306,8 +313,14 @@ fn serve(
     let stopped = async move {
         let _ = stopped.await;
     };
+    // Every exchange between Kiln's roles is a small HTTP/2 frame answered by
+    // the peer: with Nagle on, each waits for the peer's delayed ACK (~40 ms).
     let served = match tls {
         None => tokio::spawn(async move {
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, router)
                 .with_graceful_shutdown(stopped)
                 .await
@@ -321,7 +334,11 @@ fn serve(
             tokio::spawn(async move {
                 routes
                     .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                        tokio_stream::wrappers::TcpListenerStream::new(listener).map(|tcp| {
+                            tcp.inspect(|tcp| {
+                                let _ = tcp.set_nodelay(true);
+                            })
+                        }),
                         stopped,
                     )
                     .await
@@ -741,9 +758,11 @@ async fn check_access(
 }
 
 fn endpoint(url: &str, tls_ca: Option<&Path>) -> Result<tonic::transport::Endpoint> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string()).map_err(|e| {
-        DataFusionError::Configuration(format!("invalid scheduler address {url}: {e}"))
-    })?;
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| {
+            DataFusionError::Configuration(format!("invalid scheduler address {url}: {e}"))
+        })?
+        .tcp_nodelay(true);
     match tls_ca {
         Some(ca) => endpoint
             .tls_config(client_tls_config(ca)?)

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use ballista_core::extension::SessionConfigExt;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionConfig;
@@ -16,6 +18,7 @@ use crate::catalog::lake::Lake;
 use crate::catalog::tables::{system_schema, LakeSchema};
 use crate::functions::kiln_udfs;
 use crate::plan::codec::{KilnLogicalCodec, KilnPhysicalCodec};
+use crate::plan::local_stage::LocalStageExec;
 use crate::plan::physical::KilnExtensionPlanner;
 
 /// Kiln's session state for any role: DataFusion's defaults, Kiln's planner
@@ -23,10 +26,45 @@ use crate::plan::physical::KilnExtensionPlanner;
 /// models from `lake`, the lake's tables as the `public` schema
 /// ([`LakeSchema`]) and the `kiln` system tables.
 pub fn kiln_state(config: SessionConfig, lake: &Path) -> Result<SessionState> {
-    let mut state = SessionStateBuilder::new()
-        .with_config(config)
+    build_state(
+        SessionStateBuilder::new().with_config(config),
+        lake,
+        Stages::Distributed,
+    )
+}
+
+/// [`kiln_state`] for a scheduler job, whose planner cuts plans into
+/// `stages` and reads file statistics through `runtime`
+/// ([`scheduler_runtime`], shared by all its jobs).
+pub fn kiln_scheduler_state(
+    config: SessionConfig,
+    lake: &Path,
+    stages: Stages,
+    runtime: Arc<RuntimeEnv>,
+) -> Result<SessionState> {
+    build_state(
+        SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime),
+        lake,
+        stages,
+    )
+}
+
+/// The runtime a scheduler plans all its jobs with, so Parquet footers and
+/// file statistics are read once per file, not once per job (DataFusion's
+/// caches check each file's size and modification time). File listings are
+/// not cached: a lake directory gains files between jobs.
+pub fn scheduler_runtime() -> Result<Arc<RuntimeEnv>> {
+    RuntimeEnvBuilder::new()
+        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+        .build_arc()
+}
+
+fn build_state(builder: SessionStateBuilder, lake: &Path, stages: Stages) -> Result<SessionState> {
+    let mut state = builder
         .with_default_features()
-        .with_query_planner(Arc::new(KilnQueryPlanner))
+        .with_query_planner(Arc::new(KilnQueryPlanner { stages }))
         .build();
     for udf in kiln_udfs(lake.to_path_buf()) {
         datafusion::execution::FunctionRegistry::register_udf(&mut state, Arc::new(udf))?;
@@ -45,17 +83,35 @@ pub(crate) fn register_lake_schemas(state: &SessionState, lake: &Path) -> Result
             "the session has no default catalog '{name}' to register the lake's tables in"
         ))
     })?;
-    let lake_schema = LakeSchema::open(lake, state.table_options().parquet.clone())?;
+    let lake_schema = LakeSchema::open(
+        lake,
+        state.table_options().parquet.clone(),
+        state.runtime_env().cache_manager.get_file_statistic_cache(),
+    )?;
     catalog.register_schema("public", Arc::new(lake_schema))?;
     let system = system_schema(&Lake::open(lake).map_err(DataFusionError::from)?)?;
     catalog.register_schema("kiln", system)?;
     Ok(())
 }
 
+/// How a scheduler cuts each statement's plan into Ballista stages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stages {
+    /// At every exchange, as Ballista does: stages may run on different
+    /// executors, their data moved through shuffle files.
+    #[default]
+    Distributed,
+    /// The whole plan as one stage ([`LocalStageExec`]): for a scheduler
+    /// whose only executor runs in its process (the embedded cluster).
+    One,
+}
+
 /// DataFusion's planner plus Kiln's extension nodes; used where plans become
 /// physical (the scheduler, and executors' re-planning).
-#[derive(Debug)]
-pub struct KilnQueryPlanner;
+#[derive(Debug, Default)]
+pub struct KilnQueryPlanner {
+    stages: Stages,
+}
 
 #[async_trait::async_trait]
 impl datafusion::execution::context::QueryPlanner for KilnQueryPlanner {
@@ -65,11 +121,19 @@ impl datafusion::execution::context::QueryPlanner for KilnQueryPlanner {
         session_state: &dyn datafusion::catalog::Session,
     ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
         use datafusion::physical_planner::PhysicalPlanner;
-        datafusion::physical_planner::DefaultPhysicalPlanner::with_extension_planners(vec![
-            Arc::new(KilnExtensionPlanner),
-        ])
-        .create_physical_plan(logical_plan, session_state)
-        .await
+        let plan =
+            datafusion::physical_planner::DefaultPhysicalPlanner::with_extension_planners(vec![
+                Arc::new(KilnExtensionPlanner),
+            ])
+            .create_physical_plan(logical_plan, session_state)
+            .await?;
+        // Ballista answers EXPLAIN itself (with the stages of the explained
+        // plan, which come through here again), from DataFusion's ExplainExec.
+        let explain = matches!(logical_plan, LogicalPlan::Explain(_));
+        Ok(match self.stages {
+            Stages::One if !explain => Arc::new(LocalStageExec::new(plan)),
+            _ => plan,
+        })
     }
 }
 
@@ -87,4 +151,26 @@ pub fn kiln_session_config(target_partitions: Option<usize>) -> SessionConfig {
         .with_information_schema(true)
         .with_target_partitions(partitions)
         .set_bool("ballista.planner.adaptive.enabled", false)
+}
+
+/// `config` with the DataFusion defaults that Ballista turns off because its
+/// plans cross stage boundaries (hash joins, whose build side a task must
+/// hold whole, and the broadcast thresholds), for sessions whose scheduler
+/// plans [`Stages::One`]: their plans run in one process, as DataFusion's do.
+/// A later `SET` still overrides them.
+pub fn one_stage_session_config(config: SessionConfig) -> SessionConfig {
+    let defaults = datafusion::config::ConfigOptions::default().optimizer;
+    config
+        .set_bool(
+            "datafusion.optimizer.prefer_hash_join",
+            defaults.prefer_hash_join,
+        )
+        .set_u64(
+            "datafusion.optimizer.hash_join_single_partition_threshold",
+            defaults.hash_join_single_partition_threshold as u64,
+        )
+        .set_u64(
+            "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+            defaults.hash_join_single_partition_threshold_rows as u64,
+        )
 }

@@ -81,6 +81,32 @@ async fn queries_run_as_ballista_jobs() {
     assert!(text.contains("ShuffleWriterExec"), "{text}");
 }
 
+/// On the embedded cluster a statement is one Ballista stage: its exchanges
+/// (here a hash repartition for the join and the aggregate) run in memory
+/// inside the stage's one task, and EXPLAIN shows them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_statements_run_as_one_stage() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 2).await;
+    s.execute("CREATE TABLE a AS SELECT column1 AS k, column2 AS v FROM (VALUES (1, 'x'), (2, 'y'), (3, 'x'))")
+        .await
+        .unwrap();
+    s.execute("CREATE TABLE b AS SELECT column1 AS k, column2 AS w FROM (VALUES (1, 10), (3, 30), (3, 31))")
+        .await
+        .unwrap();
+    let query = "SELECT v, sum(w) AS total FROM a JOIN b ON a.k = b.k GROUP BY v ORDER BY v";
+    let explain = s.execute(&format!("EXPLAIN {query}")).await.unwrap();
+    let text = rows(&explain).concat().join("\n");
+    let distributed = &text[text.find("distributed_plan").expect("a distributed plan")..];
+    assert_eq!(distributed.matches("Stage[").count(), 1, "{distributed}");
+    assert!(distributed.contains("LocalStageExec"), "{distributed}");
+    assert!(distributed.contains("RepartitionExec"), "{distributed}");
+    assert_eq!(
+        rows(&s.execute(query).await.unwrap()),
+        vec![vec!["x".to_string(), "71".to_string()]]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scripts_report_the_failing_statement_line() {
     let scratch = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::cache::cache_manager::FileStatisticsCache;
 
 use crate::catalog::lake::{Lake, ManagedTable, TableEntry};
 
@@ -53,12 +54,15 @@ pub fn job_runs_schema() -> SchemaRef {
     ]))
 }
 
-/// The table provider reading a managed table's published snapshot.
+/// The table provider reading a managed table's published snapshot; with
+/// `statistics`, file statistics are read once per file (the cache checks
+/// each file's size and modification time).
 pub fn managed_table_provider(
     lake: &Lake,
     name: &str,
     entry: &ManagedTable,
     parquet: datafusion::config::TableParquetOptions,
+    statistics: Option<Arc<FileStatisticsCache>>,
 ) -> Result<Arc<dyn TableProvider>> {
     let dir = lake.snapshot_dir(name, entry.snapshot);
     std::fs::create_dir_all(&dir)
@@ -89,7 +93,9 @@ pub fn managed_table_provider(
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(Arc::new(Schema::new(file_fields)));
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    Ok(Arc::new(
+        ListingTable::try_new(config)?.with_cache(statistics),
+    ))
 }
 /// The lake's managed tables as a schema, read from the catalog at each
 /// lookup (so a table published by any process is visible at once), plus
@@ -99,14 +105,22 @@ pub fn managed_table_provider(
 pub struct LakeSchema {
     lake: Lake,
     parquet: TableParquetOptions,
+    statistics: Option<Arc<FileStatisticsCache>>,
     session_tables: MemorySchemaProvider,
 }
 
 impl LakeSchema {
-    pub fn open(root: &Path, parquet: TableParquetOptions) -> Result<Self> {
+    /// The schema of the lake at `root`; its tables keep file statistics in
+    /// `statistics` (the session runtime's cache).
+    pub fn open(
+        root: &Path,
+        parquet: TableParquetOptions,
+        statistics: Option<Arc<FileStatisticsCache>>,
+    ) -> Result<Self> {
         Ok(Self {
             lake: Lake::open(root).map_err(DataFusionError::from)?,
             parquet,
+            statistics,
             session_tables: MemorySchemaProvider::new(),
         })
     }
@@ -145,6 +159,7 @@ impl SchemaProvider for LakeSchema {
                 &name,
                 &entry,
                 self.parquet.clone(),
+                self.statistics.clone(),
             )?)),
             None => Ok(None),
         }

@@ -16,8 +16,13 @@ use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Extension, LogicalPlan, ScalarUDF};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
-use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use datafusion_proto::physical_plan::{
+    AsExecutionPlan, PhysicalExtensionCodec, PhysicalPlanDecodeContext,
+    PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf::PhysicalPlanNode;
 
+use crate::plan::local_stage::LocalStageExec;
 use crate::plan::logical::TrainRoundNode;
 use crate::plan::physical::TrainExec;
 
@@ -25,6 +30,7 @@ use crate::plan::physical::TrainExec;
 pub const CODEC_VERSION: u8 = 2;
 const MAGIC: &[u8; 4] = b"KILN";
 const TAG_TRAIN_ROUND: u8 = 1;
+const TAG_LOCAL_STAGE: u8 = 2;
 
 fn envelope(tag: u8, body: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(MAGIC);
@@ -135,7 +141,8 @@ impl LogicalExtensionCodec for KilnLogicalCodec {
     }
 }
 
-/// Physical codec: [`TrainExec`], then Ballista's.
+/// Physical codec: [`TrainExec`] and [`LocalStageExec`] (its plan encoded
+/// with this codec), then Ballista's.
 #[derive(Debug, Default)]
 pub struct KilnPhysicalCodec {
     ballista: BallistaPhysicalExtensionCodec,
@@ -160,6 +167,12 @@ impl PhysicalExtensionCodec for KilnPhysicalCodec {
                     Arc::new(body.to_vec()),
                 )?))
             }
+            Some((TAG_LOCAL_STAGE, body)) => {
+                let proto = PhysicalPlanNode::try_decode(body)?;
+                let plan = converter
+                    .proto_to_execution_plan(&proto, &PhysicalPlanDecodeContext::new(ctx, self))?;
+                Ok(Arc::new(LocalStageExec::new(plan)))
+            }
             Some((tag, _)) => Err(DataFusionError::Internal(format!(
                 "unknown Kiln physical node tag {tag}"
             ))),
@@ -173,13 +186,19 @@ impl PhysicalExtensionCodec for KilnPhysicalCodec {
         buf: &mut Vec<u8>,
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
-        match node.downcast_ref::<TrainExec>() {
-            Some(train) => {
-                envelope(TAG_TRAIN_ROUND, &train.spec_bytes, buf);
-                Ok(())
-            }
-            None => self.ballista.try_encode(node, buf, converter),
+        if let Some(train) = node.downcast_ref::<TrainExec>() {
+            envelope(TAG_TRAIN_ROUND, &train.spec_bytes, buf);
+            return Ok(());
         }
+        if let Some(stage) = node.downcast_ref::<LocalStageExec>() {
+            let mut body = Vec::new();
+            converter
+                .execution_plan_to_proto(stage.plan(), self)?
+                .try_encode(&mut body)?;
+            envelope(TAG_LOCAL_STAGE, &body, buf);
+            return Ok(());
+        }
+        self.ballista.try_encode(node, buf, converter)
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
@@ -188,5 +207,77 @@ impl PhysicalExtensionCodec for KilnPhysicalCodec {
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
         self.ballista.try_encode_udf(node, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::physical_plan::{collect, displayable};
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_stage_round_trips_with_its_exchanges_and_gives_the_same_rows() {
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_target_partitions(3),
+        );
+        let plan = ctx
+            .sql(
+                "SELECT k, count(*) AS n FROM (SELECT column1 % 7 AS k FROM \
+                 (VALUES (1), (2), (3), (9), (10), (23))) GROUP BY k ORDER BY k",
+            )
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let stage: Arc<dyn ExecutionPlan> = Arc::new(LocalStageExec::new(plan));
+        let inner = displayable(
+            stage
+                .downcast_ref::<LocalStageExec>()
+                .unwrap()
+                .plan()
+                .as_ref(),
+        )
+        .indent(true)
+        .to_string();
+        assert!(inner.contains("RepartitionExec"), "{inner}");
+        assert!(
+            stage.children().is_empty(),
+            "Ballista's stage planner sees a leaf"
+        );
+
+        let codec = KilnPhysicalCodec::default();
+        let converter = DefaultPhysicalProtoConverter {};
+        let mut buf = vec![];
+        codec
+            .try_encode(Arc::clone(&stage), &mut buf, &converter)
+            .unwrap();
+        assert_eq!((&buf[..4], buf[5]), (&b"KILN"[..], TAG_LOCAL_STAGE));
+        let decoded = codec
+            .try_decode(&buf, &[], &ctx.task_ctx(), &converter)
+            .unwrap();
+        let back = displayable(
+            decoded
+                .downcast_ref::<LocalStageExec>()
+                .unwrap()
+                .plan()
+                .as_ref(),
+        )
+        .indent(true)
+        .to_string();
+        assert_eq!(back, inner);
+
+        let expected = collect(Arc::clone(&stage), ctx.task_ctx()).await.unwrap();
+        let got = collect(decoded, ctx.task_ctx()).await.unwrap();
+        let text = |b: &[datafusion::arrow::array::RecordBatch]| {
+            datafusion::arrow::util::pretty::pretty_format_batches(b)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(text(&got), text(&expected));
+        assert!(text(&got).contains("| 2 | 3 |"), "{}", text(&got));
     }
 }

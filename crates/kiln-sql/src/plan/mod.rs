@@ -1,10 +1,12 @@
 //! Kiln's plan nodes: the training round as a logical node ([`logical`]),
 //! its physical operator that feeds each partition to the ML driver's
-//! [`kiln_ml::PartitionRound`] ([`physical`]), and the codecs that ship both
-//! between client, scheduler and executors ([`codec`]).
+//! [`kiln_ml::PartitionRound`] ([`physical`]), the one-stage wrapper of the
+//! embedded cluster ([`local_stage`]), and the codecs that ship them between
+//! client, scheduler and executors ([`codec`]).
 //!
 //! Imports only from `functions` and `catalog` below it.
 
 pub mod codec;
+pub mod local_stage;
 pub mod logical;
 pub mod physical;
