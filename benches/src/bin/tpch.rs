@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use kiln_benches::{current_rss_mib, peak_rss_mib, reset_peak_rss};
 use kiln_sql::catalog::lake::TableEntry;
 use kiln_sql::{KilnSession, SessionOptions};
 
@@ -104,32 +105,6 @@ fn sort_workloads(out: &Path) -> Vec<(&'static str, String, String)> {
             "SELECT o_comment FROM orders ORDER BY o_comment DESC LIMIT 10".into(),
         ),
     ]
-}
-
-/// Peak resident memory of this process since the last [`reset_peak_rss`], in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-fn current_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-/// Resets the peak-RSS mark to the current RSS (Linux `clear_refs` 5).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 async fn sorts(

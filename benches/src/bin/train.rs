@@ -11,6 +11,7 @@
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+use kiln_benches::peak_rss_mib;
 use kiln_sql::SessionOptions;
 
 #[derive(Parser)]
@@ -49,17 +50,6 @@ enum Command {
         )]
         options: String,
     },
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 #[tokio::main]
