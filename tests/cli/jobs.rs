@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::{kiln, kiln_direct, run, sql};
+use crate::{kiln, kiln_direct, run, sql, wait_for_failpoint};
 
 fn jobs(lake: &Path, dir: &Path, args: &[&str]) -> (i32, String, String) {
     run(kiln()
@@ -230,16 +230,7 @@ fn ingestion_loads_each_file_once_even_across_a_kill() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(Instant::now() < deadline, "the failpoint was never reached");
-        match lines.next() {
-            Some(Ok(line)) if line.contains("failpoint before-publish reached") => break,
-            Some(_) => continue,
-            None => panic!("kiln exited before the failpoint"),
-        }
-    }
+    wait_for_failpoint(&mut child, "before-publish");
     child.kill().unwrap();
     child.wait().unwrap();
     let (code, _, err) = sql(&lake, "SELECT count(*) FROM events");

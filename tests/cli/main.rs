@@ -26,6 +26,25 @@ fn kiln() -> Command {
 }
 
 /// The `kiln` binary itself (for tests that signal the process).
+/// Reads `child`'s stderr until it reports reaching the failpoint `name`
+/// (where it then waits, see `KILN_FAILPOINT`); panics if it exits first.
+fn wait_for_failpoint(child: &mut std::process::Child, name: &str) {
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let reached = format!("failpoint {name} reached");
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the failpoint {name} was never reached"
+        );
+        match lines.next() {
+            Some(Ok(line)) if line.contains(&reached) => return,
+            Some(_) => continue,
+            None => panic!("kiln exited before the failpoint {name}"),
+        }
+    }
+}
+
 fn kiln_direct() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
     cmd.current_dir(repo_root())
@@ -323,16 +342,7 @@ fn killed_ctas_leaves_no_partial_table() {
         .spawn()
         .unwrap();
     let table_dir = lake.join("big");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert!(Instant::now() < deadline, "the failpoint was never reached");
-        match lines.next() {
-            Some(Ok(line)) if line.contains("failpoint before-publish reached") => break,
-            Some(_) => continue,
-            None => panic!("kiln exited before the failpoint"),
-        }
-    }
+    wait_for_failpoint(&mut child, "before-publish");
     let staging_with_files = std::fs::read_dir(&table_dir)
         .into_iter()
         .flatten()

@@ -234,15 +234,13 @@ mod tests {
             .await
             .unwrap();
         let stage: Arc<dyn ExecutionPlan> = Arc::new(LocalStageExec::new(plan));
-        let inner = displayable(
-            stage
+        let inner_plan = |stage: &Arc<dyn ExecutionPlan>| {
+            let stage = stage
                 .downcast_ref::<LocalStageExec>()
-                .unwrap()
-                .plan()
-                .as_ref(),
-        )
-        .indent(true)
-        .to_string();
+                .expect("a LocalStageExec");
+            displayable(stage.plan().as_ref()).indent(true).to_string()
+        };
+        let inner = inner_plan(&stage);
         assert!(inner.contains("RepartitionExec"), "{inner}");
         assert!(
             stage.children().is_empty(),
@@ -259,16 +257,7 @@ mod tests {
         let decoded = codec
             .try_decode(&buf, &[], &ctx.task_ctx(), &converter)
             .unwrap();
-        let back = displayable(
-            decoded
-                .downcast_ref::<LocalStageExec>()
-                .unwrap()
-                .plan()
-                .as_ref(),
-        )
-        .indent(true)
-        .to_string();
-        assert_eq!(back, inner);
+        assert_eq!(inner_plan(&decoded), inner);
 
         let expected = collect(Arc::clone(&stage), ctx.task_ctx()).await.unwrap();
         let got = collect(decoded, ctx.task_ctx()).await.unwrap();
