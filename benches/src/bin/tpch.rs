@@ -113,14 +113,8 @@ async fn sorts(
     iterations: usize,
     csv_out: Option<PathBuf>,
 ) -> datafusion::error::Result<()> {
-    let csv = generate(dir, sf);
-    let partitions = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let mut options = SessionOptions::new(data_dir(dir, sf).join("lake"));
-    options.target_partitions = Some(partitions);
-    let kiln = kiln_cluster::open(options).await?;
-    ingest(&kiln, &csv).await?;
+    let partitions = cores();
+    let kiln = open_lake(dir, sf, partitions).await?;
     let plain = plain_datafusion(
         &kiln,
         SessionConfig::new().with_target_partitions(partitions),
@@ -135,24 +129,15 @@ async fn sorts(
     let mut lines =
         vec!["workload,kiln_ms,kiln_peak_mib,datafusion_ms,datafusion_peak_mib,ratio".to_string()];
     for (name, kiln_sql, df_sql) in sort_workloads(&scratch) {
-        let _ = std::fs::remove_dir_all(&scratch);
-        let base = current_rss_mib();
-        reset_peak_rss();
-        let (kiln_time, _) = best_of(iterations, || async {
+        let (kiln_time, kiln_peak) = best_with_peak_rss(iterations, || async {
             kiln.execute(&kiln_sql).await.map(|r| r.row_count())
         })
         .await?;
-        let kiln_peak = peak_rss_mib() - base;
-        let _ = std::fs::remove_dir_all(&scratch);
-        let base = current_rss_mib();
-        reset_peak_rss();
-        let (df_time, _) = best_of(iterations, || async {
+        let (df_time, df_peak) = best_with_peak_rss(iterations, || async {
             let _ = std::fs::remove_dir_all(&scratch);
-            let batches = plain.sql(&df_sql).await?.collect().await?;
-            Ok(batches.iter().map(|b| b.num_rows()).sum())
+            datafusion_rows(&plain, &df_sql).await
         })
         .await?;
-        let df_peak = peak_rss_mib() - base;
         let ratio = kiln_time.as_secs_f64() / df_time.as_secs_f64();
         println!(
             "{name:>22} {:>10.1} {kiln_peak:>12.0} {:>12.1} {df_peak:>14.0} {ratio:>7.2}",
@@ -181,10 +166,7 @@ fn generate(dir: &Path, sf: f64) -> PathBuf {
     let csv = data_dir(dir, sf).join("csv");
     if !csv.join("lineitem").exists() {
         let start = Instant::now();
-        let parts = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            * 2;
+        let parts = cores() * 2;
         kiln_tpch::generate_csv(&csv, sf, parts).expect("generate TPC-H CSV");
         eprintln!("generated SF{sf} CSV in {:.1?}", start.elapsed());
     }
@@ -214,16 +196,8 @@ async fn main() -> datafusion::error::Result<()> {
             csv: csv_out,
             kiln_set,
         } => {
-            let partitions = partitions.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-            });
-            let csv = generate(&dir, sf);
-            let mut options = SessionOptions::new(data_dir(&dir, sf).join("lake"));
-            options.target_partitions = Some(partitions);
-            let kiln = kiln_cluster::open(options).await?;
-            ingest(&kiln, &csv).await?;
+            let partitions = partitions.unwrap_or_else(cores);
+            let kiln = open_lake(&dir, sf, partitions).await?;
             for setting in &kiln_set {
                 let (key, value) = setting.split_once('=').unwrap_or((setting, ""));
                 kiln.execute(&format!("SET {key} = {value}")).await?;
@@ -258,14 +232,10 @@ async fn main() -> datafusion::error::Result<()> {
                     kiln.execute(&sql).await.map(|r| r.row_count())
                 })
                 .await?;
-                let (df_time, df_rows) = best_of(iterations, || async {
-                    let batches = plain.sql(&sql).await?.collect().await?;
-                    Ok(batches.iter().map(|b| b.num_rows()).sum())
-                })
-                .await?;
+                let (df_time, df_rows) =
+                    best_of(iterations, || async { datafusion_rows(&plain, &sql).await }).await?;
                 let (df_kiln_time, _) = best_of(iterations, || async {
-                    let batches = plain_kiln_config.sql(&sql).await?.collect().await?;
-                    Ok(batches.iter().map(|b| b.num_rows()).sum())
+                    datafusion_rows(&plain_kiln_config, &sql).await
                 })
                 .await?;
                 total_kiln += kiln_time;
@@ -318,6 +288,49 @@ async fn main() -> datafusion::error::Result<()> {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// A Kiln session on the SF `sf` lake under `dir`, with the TPC-H tables
+/// generated and ingested if they are not there yet.
+async fn open_lake(
+    dir: &Path,
+    sf: f64,
+    partitions: usize,
+) -> datafusion::error::Result<KilnSession> {
+    let csv = generate(dir, sf);
+    let mut options = SessionOptions::new(data_dir(dir, sf).join("lake"));
+    options.target_partitions = Some(partitions);
+    let kiln = kiln_cluster::open(options).await?;
+    ingest(&kiln, &csv).await?;
+    Ok(kiln)
+}
+
+/// Runs `sql` on a plain DataFusion context; returns its row count.
+async fn datafusion_rows(ctx: &SessionContext, sql: &str) -> datafusion::error::Result<usize> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    Ok(batches.iter().map(|b| b.num_rows()).sum())
+}
+
+/// [`best_of`], plus how far the process's peak RSS rose above its RSS at
+/// the start, in MiB.
+async fn best_with_peak_rss<F, Fut>(
+    iterations: usize,
+    run: F,
+) -> datafusion::error::Result<(Duration, f64)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = datafusion::error::Result<usize>>,
+{
+    let base = current_rss_mib();
+    reset_peak_rss();
+    let (best, _) = best_of(iterations, run).await?;
+    Ok((best, peak_rss_mib() - base))
 }
 
 async fn best_of<F, Fut>(
