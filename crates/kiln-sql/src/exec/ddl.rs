@@ -163,22 +163,7 @@ pub(crate) async fn insert_partition(
         .project(casts)?
         .build()?;
     let carry = Some((entry.snapshot, insert.overwrite.then_some(dir)));
-    let rows = write_managed(
-        session,
-        &name,
-        input,
-        WriteMode {
-            carry,
-            ..WriteMode::default()
-        },
-        entry.schema,
-        entry.partition_by,
-    )
-    .await?;
-    Ok(StatementResult::written(
-        format!("inserted {rows} rows into {name}"),
-        rows,
-    ))
+    insert_rows(session, &name, input, carry, entry).await
 }
 
 pub(crate) fn managed_entry(
@@ -272,19 +257,23 @@ pub(crate) async fn insert_managed(
             )))
         }
     };
+    insert_rows(session, &name, (*dml.input).clone(), carry, entry).await
+}
+
+/// Writes `input` into lake table `name` (`entry`), keeping the files
+/// `carry` names, and reports the rows inserted.
+async fn insert_rows(
+    session: &KilnSession,
+    name: &str,
+    input: LogicalPlan,
+    carry: Option<(u64, Option<PathBuf>)>,
+    entry: ManagedTable,
+) -> Result<StatementResult> {
     let mode = WriteMode {
         carry,
         ..WriteMode::default()
     };
-    let rows = write_managed(
-        session,
-        &name,
-        (*dml.input).clone(),
-        mode,
-        entry.schema,
-        entry.partition_by,
-    )
-    .await?;
+    let rows = write_managed(session, name, input, mode, entry.schema, entry.partition_by).await?;
     Ok(StatementResult::written(
         format!("inserted {rows} rows into {name}"),
         rows,
