@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use kiln_sql::{KilnSession, SessionOptions, StatementResult};
 
 use crate::common::{repo_root, rows, session};
+use crate::datafusion_replay::{replay_suite, Source, Target};
 use crate::kiln_direct;
 use crate::slt::{run_suite, Guard};
 
@@ -312,6 +313,55 @@ fn conformance_suite_on_a_cluster_matches_the_embedded_results() {
         },
     ));
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// DataFusion's own files replayed on the cluster (the embedded cluster
+/// replays all of them, in kiln-sql's tests): the statements whose plans
+/// cross stage boundaries — joins, subqueries, set operations, windows,
+/// limits — and the basics.
+const CLUSTER_REPLAY_FILES: &[&str] = &[
+    "select.slt",
+    "limit.slt",
+    "join_disable_repartition_joins.slt",
+    "subquery.slt",
+    "union.slt",
+    "intersection.slt",
+    "order.slt",
+    "window_limits.slt",
+];
+
+#[test]
+fn datafusion_sqllogictest_files_give_datafusion_answers_on_a_cluster() {
+    let Some(source) = Source::locate() else {
+        let fetch = "run tests/datafusion-slt/fetch.sh (CI does) to fetch DataFusion's .slt files";
+        assert!(std::env::var_os("CI").is_none(), "{fetch}");
+        eprintln!("skipped: {fetch}");
+        return;
+    };
+    let files: Vec<String> = CLUSTER_REPLAY_FILES.iter().map(|f| f.to_string()).collect();
+    let all = source.files();
+    let missing: Vec<&String> = files.iter().filter(|f| !all.contains(f)).collect();
+    assert!(
+        missing.is_empty(),
+        "not among DataFusion's files: {missing:?}"
+    );
+    let (fixtures, crate_dir) = (source.fixtures.clone(), source.crate_dir.clone());
+    let outcome = runtime().block_on(replay_suite(&source, &files, "cluster", 1, |dir| {
+        let (fixtures, crate_dir) = (fixtures.clone(), crate_dir.clone());
+        async move {
+            let lake = dir.join("lake");
+            std::fs::create_dir_all(&lake).unwrap();
+            let cluster = TestCluster::start(&lake, 2, 30);
+            let session = cluster.session(&[&dir, &fixtures, &crate_dir]).await;
+            Target::Kiln {
+                session,
+                _guard: Box::new(cluster),
+            }
+        }
+    }));
+    if let Err(failures) = outcome {
+        panic!("{failures}");
+    }
 }
 
 #[test]

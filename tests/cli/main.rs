@@ -4,6 +4,8 @@
 mod cluster;
 #[path = "../../crates/kiln-sql/tests/common.rs"]
 mod common;
+#[path = "../support/datafusion_replay.rs"]
+mod datafusion_replay;
 mod deploy;
 mod jobs;
 #[path = "../support/slt.rs"]

@@ -48,14 +48,12 @@ CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/nonexistent/kiln/file.csv';
 CREATE EXTERNAL TABLE x STORED AS XLSX LOCATION '/tmp';
 -- case: external table with unknown option
 CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/tmp' OPTIONS ('format.no_such_option' 'x');
--- case: not null column
-CREATE TABLE t (a INT NOT NULL);
 -- case: temporary table
 CREATE TEMPORARY TABLE t AS SELECT 1;
 -- case: schema-qualified table
 CREATE TABLE other.t AS SELECT 1;
--- case: table function source
-SELECT * FROM generate_series(1, 3);
+-- case: recursive cte
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) SELECT * FROM n;
 -- case: deeply nested expression
 SELECT ((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((1))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))));
 -- case: negative limit

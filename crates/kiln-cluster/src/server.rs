@@ -52,7 +52,7 @@ use tokio_stream::StreamExt;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Channel;
 
-use kiln_sql::{kiln_scheduler_state, kiln_session_config, kiln_state, scheduler_runtime, Stages};
+use kiln_sql::{kiln_scheduler_state, kiln_session_config, kiln_state, planning_runtime, Stages};
 
 /// The environment variable holding the cluster's shared secret.
 pub const TOKEN_ENV: &str = "KILN_TOKEN";
@@ -210,7 +210,7 @@ pub async fn start_scheduler(
     let address = listener.local_addr()?;
     let lake = options.lake.clone();
     let stages = options.stages;
-    let runtime = scheduler_runtime()?;
+    let runtime = planning_runtime()?;
     let producer_config = base_config.clone();
     let config_producer: ConfigProducer = Arc::new(move || producer_config.clone());
     let cluster = BallistaCluster::new_memory(

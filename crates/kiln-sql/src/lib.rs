@@ -46,6 +46,6 @@ mod state;
 pub use catalog::lake::resolve_path;
 pub use session::{Cluster, KilnSession, ScriptError, SessionOptions, StatementResult};
 pub use state::{
-    kiln_scheduler_state, kiln_session_config, kiln_state, one_stage_session_config,
-    scheduler_runtime, KilnQueryPlanner, Stages,
+    kiln_client_state, kiln_scheduler_state, kiln_session_config, kiln_state,
+    one_stage_session_config, planning_runtime, KilnQueryPlanner, Stages,
 };

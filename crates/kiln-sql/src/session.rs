@@ -4,7 +4,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use ballista_core::extension::SessionStateExt;
+use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
@@ -17,7 +17,8 @@ use crate::error::lake_error;
 use crate::exec;
 use crate::functions::kiln_udfs;
 use crate::parse::script::{split_statements, ScriptStatement};
-use crate::state::{kiln_state, register_lake_schemas};
+use crate::plan::submit::ClientQueryPlanner;
+use crate::state::{kiln_client_state, register_lake_schemas};
 
 /// How to open a [`KilnSession`].
 #[derive(Debug, Clone)]
@@ -167,7 +168,14 @@ impl KilnSession {
         cluster: Box<dyn Cluster>,
     ) -> Result<Self> {
         let lake = Lake::open(&options.lake).map_err(lake_error)?;
-        let state = kiln_state(config, lake.root())?;
+        let planner = ClientQueryPlanner::new(
+            cluster.scheduler_url().to_string(),
+            &config,
+            config.ballista_logical_extension_codec(),
+            cluster.is_embedded(),
+        );
+        let config = config.with_ballista_query_planner(Arc::new(planner));
+        let state = kiln_client_state(config, lake.root())?;
         let state = state.upgrade_for_ballista(cluster.scheduler_url().to_string())?;
         register_lake_schemas(&state, lake.root())?;
         let ctx = SessionContext::new_with_state(state);

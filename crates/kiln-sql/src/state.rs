@@ -35,7 +35,7 @@ pub fn kiln_state(config: SessionConfig, lake: &Path) -> Result<SessionState> {
 
 /// [`kiln_state`] for a scheduler job, whose planner cuts plans into
 /// `stages` and reads file statistics through `runtime`
-/// ([`scheduler_runtime`], shared by all its jobs).
+/// ([`planning_runtime`], shared by all its jobs).
 pub fn kiln_scheduler_state(
     config: SessionConfig,
     lake: &Path,
@@ -51,11 +51,24 @@ pub fn kiln_scheduler_state(
     )
 }
 
-/// The runtime a scheduler plans all its jobs with, so Parquet footers and
-/// file statistics are read once per file, not once per job (DataFusion's
-/// caches check each file's size and modification time). File listings are
-/// not cached: a lake directory gains files between jobs.
-pub fn scheduler_runtime() -> Result<Arc<RuntimeEnv>> {
+/// [`kiln_state`] for a client session, which plans its statements with a
+/// [`planning_runtime`] of its own.
+pub fn kiln_client_state(config: SessionConfig, lake: &Path) -> Result<SessionState> {
+    build_state(
+        SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(planning_runtime()?),
+        lake,
+        Stages::Distributed,
+    )
+}
+
+/// The runtime a planner (a client session, or a scheduler for all its
+/// jobs) plans with, so Parquet footers and file statistics are read once per
+/// file, not once per statement (DataFusion's caches check each file's size
+/// and modification time). File listings are not cached: a lake or landing
+/// directory gains files between statements.
+pub fn planning_runtime() -> Result<Arc<RuntimeEnv>> {
     RuntimeEnvBuilder::new()
         .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
         .build_arc()

@@ -207,16 +207,11 @@ pub(crate) async fn create_table(
         create.input.as_ref(),
         LogicalPlan::EmptyRelation(e) if !e.produce_one_row
     );
+    let mut table_schema = table_schema(&input_schema, &partition_by)?;
     if is_plain_create {
-        if let Some(field) = input_schema.fields().iter().find(|f| !f.is_nullable()) {
-            return Err(DataFusionError::NotImplemented(format!(
-                "NOT NULL on column '{}' is not supported yet: lake tables accept NULL in every column; \
-                 remove NOT NULL (a data check can enforce it)",
-                field.name()
-            )));
-        }
+        // Declared columns keep NOT NULL; a query's columns stay nullable.
+        table_schema = input_schema.clone();
     }
-    let table_schema = table_schema(&input_schema, &partition_by)?;
     let rows = if is_plain_create {
         let staged = session.lake().stage(&name).map_err(lake_error)?;
         publish(session, &name, staged, table_schema, partition_by)?;
@@ -301,6 +296,7 @@ pub(crate) async fn write_managed(
         .and_then(|b| b.column(0).as_any().downcast_ref::<UInt64Array>())
         .map(|counts| counts.iter().flatten().sum())
         .unwrap_or(0);
+    check_not_null(name, &table_schema, staged.dir())?;
     let mut expected = None;
     if let Some((snapshot, replaced)) = &mode.carry {
         if let Some(partition) = replaced {
@@ -573,4 +569,63 @@ pub(crate) fn only_partition_written(staged: &Path, partition: &Path) -> Result<
         }
     }
     Ok(())
+}
+
+/// Refuses a write whose files hold NULL in a NOT NULL column of table
+/// `name` (`schema`), from the null counts in the written Parquet footers,
+/// before anything is published.
+fn check_not_null(name: &str, schema: &Schema, staged: &Path) -> Result<()> {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let required: Vec<&str> = schema
+        .fields()
+        .iter()
+        .filter(|f| !f.is_nullable())
+        .map(|f| f.name().as_str())
+        .collect();
+    if required.is_empty() {
+        return Ok(());
+    }
+    let mut nulls: HashMap<&str, u64> = HashMap::new();
+    let mut pending = vec![staged.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "parquet") {
+                continue;
+            }
+            let reader = SerializedFileReader::new(std::fs::File::open(&path)?)?;
+            let metadata = reader.metadata();
+            let columns = metadata.file_metadata().schema_descr();
+            for group in metadata.row_groups() {
+                for (i, chunk) in group.columns().iter().enumerate() {
+                    let column = columns.column(i);
+                    let path = column.path().parts();
+                    let Some(&name) = required.iter().find(|n| path.len() == 1 && path[0] == **n)
+                    else {
+                        continue;
+                    };
+                    let count = chunk
+                        .statistics()
+                        .and_then(|s| s.null_count_opt())
+                        .unwrap_or(0);
+                    *nulls.entry(name).or_default() += count;
+                }
+            }
+        }
+    }
+    match required
+        .iter()
+        .find(|c| nulls.get(*c).is_some_and(|n| *n > 0))
+    {
+        Some(column) => Err(DataFusionError::Execution(format!(
+            "column '{column}' of table '{name}' is NOT NULL, but {} rows of this write are NULL \
+             there; nothing was written",
+            nulls[column]
+        ))),
+        None => Ok(()),
+    }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::common::utils::datafusion_strsim::levenshtein;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::json::JsonFormat;
@@ -46,11 +47,22 @@ pub async fn explain(
             return DataFusionError::Plan(format!("table '{name}' not found{hint}"));
         }
     }
-    if message.contains("failed to serialize logical plan") {
+    if message.contains("failed to serialize") {
+        let node = message
+            .split("plan node, name: [")
+            .nth(1)
+            .and_then(|rest| rest.split(']').next());
+        let what = match node {
+            Some("RecursiveQueryExec" | "WorkTableExec") => {
+                "a recursive CTE (WITH RECURSIVE)".to_string()
+            }
+            Some("StreamingTableExec") => "an unbounded (streaming) table".to_string(),
+            Some(node) => format!("the plan node {node}"),
+            None => "a source".to_string(),
+        };
         return DataFusionError::NotImplemented(format!(
-            "not supported yet on Ballista: this statement reads an in-memory or table-function \
-             source (such as generate_series) that cannot be sent to executors; use VALUES, \
-             unnest(range(a, b)) or a lake table instead ({message})"
+            "not supported yet on Ballista: this statement reads {what}, which cannot be sent \
+             to executors yet; use a lake table instead ({message})"
         ));
     }
     if looks_like_malformed_row(&message) {
@@ -62,8 +74,8 @@ pub async fn explain(
             }
         }
     }
-    if let Some(simple) = simplify_job_error(&message) {
-        return DataFusionError::Execution(simple);
+    if let Some(error) = job_error(&message) {
+        return error;
     }
     if lost_connection(&message) {
         return DataFusionError::Execution(format!(
@@ -108,8 +120,10 @@ fn grpc_status(message: &str) -> Option<String> {
 
 /// Ballista reports a failed task as `Job J failed: ... runtime execution error:
 /// DataFusionError(Shared(External(ArrowError(DivideByZero))))`: the Debug form
-/// of the cause inside job and stage envelopes. Returns the cause in words.
-fn simplify_job_error(message: &str) -> Option<String> {
+/// of the task's error inside job and stage envelopes. Rebuilds that error,
+/// so the statement fails with the kind and text DataFusion gives (the job
+/// goes to the log); where the form is not one it knows, the cause in words.
+fn job_error(message: &str) -> Option<DataFusionError> {
     let job = message
         .split("Job ")
         .nth(1)?
@@ -117,39 +131,149 @@ fn simplify_job_error(message: &str) -> Option<String> {
         .next()?
         .to_string();
     let marker = "runtime execution error: ";
-    let mut cause = message[message.find(marker)? + marker.len()..]
-        .trim()
-        .to_string();
-    const WRAPPERS: [&str; 9] = [
-        "DataFusionError(",
-        "Shared(",
-        "External(",
-        "ArrowError(",
-        "Execution(",
-        "ExecutionJoin(",
-        "Context(",
-        "IoError(",
-        "ObjectStore(",
-    ];
-    while let Some(w) = WRAPPERS.iter().find(|w| cause.starts_with(**w)) {
-        if !cause.ends_with(')') {
-            break;
-        }
-        cause = cause[w.len()..cause.len() - 1].trim().to_string();
-    }
-    let readable = match cause.as_str() {
-        "DivideByZero" => "Divide by zero error".to_string(),
-        other => match other.split_once("(\"") {
-            Some((kind, rest)) if rest.ends_with("\")") => {
-                let text = rest[..rest.len() - 2].replace("\\\"", "\"");
-                format!("{}: {text}", kind.trim_end_matches("Error"))
+    let cause = message[message.find(marker)? + marker.len()..].trim();
+    log::info!("job {job} failed on an executor: {cause}");
+    let rebuilt = DebugValue::parse(cause)
+        .filter(|(_, rest)| rest.trim().is_empty())
+        .and_then(|(value, _)| value.datafusion_error());
+    Some(rebuilt.unwrap_or_else(|| {
+        DataFusionError::Execution(format!("query failed on an executor (job {job}): {cause}"))
+    }))
+}
+
+/// A value in Rust's Debug notation: `Name(args, ...)`, `"text"` or `Name`.
+#[derive(Debug, PartialEq)]
+enum DebugValue {
+    Call(String, Vec<DebugValue>),
+    Text(String),
+    Word(String),
+}
+
+impl DebugValue {
+    /// Parses one value from the start of `s`; returns it and the rest.
+    fn parse(s: &str) -> Option<(DebugValue, &str)> {
+        let s = s.trim_start();
+        if let Some(quoted) = s.strip_prefix('"') {
+            let mut text = String::new();
+            let mut chars = quoted.char_indices();
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '"' => return Some((DebugValue::Text(text), &quoted[i + 1..])),
+                    '\\' => match chars.next()?.1 {
+                        'n' => text.push('\n'),
+                        't' => text.push('\t'),
+                        'r' => text.push('\r'),
+                        '0' => text.push('\0'),
+                        'u' => {
+                            chars.next()?; // '{'
+                            let mut hex = String::new();
+                            loop {
+                                match chars.next()?.1 {
+                                    '}' => break,
+                                    h => hex.push(h),
+                                }
+                            }
+                            text.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                        }
+                        escaped => text.push(escaped),
+                    },
+                    c => text.push(c),
+                }
             }
-            _ => other.to_string(),
-        },
-    };
-    Some(format!(
-        "query failed on an executor (job {job}): {readable}"
-    ))
+            return None;
+        }
+        let end = s
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(s.len());
+        if end == 0 {
+            return None;
+        }
+        let (name, rest) = s.split_at(end);
+        let Some(mut rest) = rest.strip_prefix('(') else {
+            return Some((DebugValue::Word(name.to_string()), rest));
+        };
+        let mut args = Vec::new();
+        loop {
+            let (arg, after) = DebugValue::parse(rest)?;
+            args.push(arg);
+            let after = after.trim_start();
+            if let Some(after) = after.strip_prefix(',') {
+                rest = after;
+            } else {
+                return Some((
+                    DebugValue::Call(name.to_string(), args),
+                    after.strip_prefix(')')?,
+                ));
+            }
+        }
+    }
+
+    fn text(&self) -> Option<String> {
+        match self {
+            DebugValue::Text(text) => Some(text.clone()),
+            _ => None,
+        }
+    }
+
+    /// The DataFusion error this value is the Debug form of.
+    fn datafusion_error(&self) -> Option<DataFusionError> {
+        let DebugValue::Call(name, args) = self else {
+            return None;
+        };
+        let text = || args.first()?.text();
+        Some(match (name.as_str(), args.as_slice()) {
+            // Envelopes Ballista and DataFusion's exchanges add around the cause.
+            ("DataFusionError" | "Shared" | "External", [inner]) => {
+                return inner.datafusion_error().or_else(|| {
+                    inner
+                        .arrow_error()
+                        .map(|e| DataFusionError::ArrowError(Box::new(e), None))
+                })
+            }
+            ("ArrowError", [inner, ..]) => {
+                DataFusionError::ArrowError(Box::new(inner.arrow_error()?), None)
+            }
+            ("Context", [context, inner]) => inner.datafusion_error()?.context(context.text()?),
+            ("Plan", _) => DataFusionError::Plan(text()?),
+            ("Execution", _) => DataFusionError::Execution(text()?),
+            ("NotImplemented", _) => DataFusionError::NotImplemented(text()?),
+            ("Internal", _) => DataFusionError::Internal(text()?),
+            ("Configuration", _) => DataFusionError::Configuration(text()?),
+            ("ResourcesExhausted", _) => DataFusionError::ResourcesExhausted(text()?),
+            _ => return None,
+        })
+    }
+
+    /// The Arrow error this value is the Debug form of.
+    fn arrow_error(&self) -> Option<ArrowError> {
+        Some(match self {
+            DebugValue::Word(word) => match word.as_str() {
+                "DivideByZero" => ArrowError::DivideByZero,
+                "DictionaryKeyOverflowError" => ArrowError::DictionaryKeyOverflowError,
+                "RunEndIndexOverflowError" => ArrowError::RunEndIndexOverflowError,
+                _ => return None,
+            },
+            DebugValue::Call(name, args) => {
+                let text = args.first()?.text()?;
+                match name.as_str() {
+                    "ParseError" => ArrowError::ParseError(text),
+                    "CastError" => ArrowError::CastError(text),
+                    "ComputeError" => ArrowError::ComputeError(text),
+                    "ArithmeticOverflow" => ArrowError::ArithmeticOverflow(text),
+                    "InvalidArgumentError" => ArrowError::InvalidArgumentError(text),
+                    "SchemaError" => ArrowError::SchemaError(text),
+                    "NotYetImplemented" => ArrowError::NotYetImplemented(text),
+                    "CsvError" => ArrowError::CsvError(text),
+                    "JsonError" => ArrowError::JsonError(text),
+                    "MemoryError" => ArrowError::MemoryError(text),
+                    "IpcError" => ArrowError::IpcError(text),
+                    "ParquetError" => ArrowError::ParquetError(text),
+                    _ => return None,
+                }
+            }
+            DebugValue::Text(_) => return None,
+        })
+    }
 }
 
 fn unknown_table(message: &str) -> Option<String> {
@@ -348,18 +472,27 @@ mod tests {
     }
 
     #[test]
-    fn ballista_job_errors_are_unwrapped() {
+    fn ballista_job_errors_become_the_task_error() {
         let raw = "Execution error: Job 038H4 failed: Job failed due to stage 0 failed: Task failed due to runtime execution error: DataFusionError(Shared(External(ArrowError(DivideByZero))))";
         assert_eq!(
-            simplify_job_error(raw).unwrap(),
-            "query failed on an executor (job 038H4): Divide by zero error"
+            job_error(raw).unwrap().to_string(),
+            "Arrow error: Divide by zero error"
         );
-        let raw = r#"Job X1 failed: runtime execution error: DataFusionError(ArrowError(CastError("Cannot cast \"x\"")))"#;
+        let raw = r#"Job X1 failed: runtime execution error: DataFusionError(ArrowError(CastError("Cannot cast \"x\"\n"), None))"#;
         assert_eq!(
-            simplify_job_error(raw).unwrap(),
-            "query failed on an executor (job X1): Cast: Cannot cast \"x\""
+            job_error(raw).unwrap().to_string(),
+            "Arrow error: Cast error: Cannot cast \"x\"\n"
         );
-        assert!(simplify_job_error("plain error").is_none());
+        let raw = r#"Job X2 failed: runtime execution error: DataFusionError(Plan("Percentile value must be a literal"))"#;
+        assert!(
+            matches!(job_error(raw).unwrap(), DataFusionError::Plan(m) if m == "Percentile value must be a literal")
+        );
+        let raw = "Job X3 failed: runtime execution error: Something { odd: 1 }";
+        assert_eq!(
+            job_error(raw).unwrap().to_string(),
+            "Execution error: query failed on an executor (job X3): Something { odd: 1 }"
+        );
+        assert!(job_error("plain error").is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Kiln's plan nodes: the training round as a logical node ([`logical`]),
 //! its physical operator that feeds each partition to the ML driver's
 //! [`kiln_ml::PartitionRound`] ([`physical`]), the one-stage wrapper of the
-//! embedded cluster ([`local_stage`]), and the codecs that ship them between
-//! client, scheduler and executors ([`codec`]).
+//! embedded cluster ([`local_stage`]), the client's planner that submits
+//! each statement's physical plan to the scheduler ([`submit`]), and the
+//! codecs that ship them between client, scheduler and executors ([`codec`]).
 //!
 //! Imports only from `functions` and `catalog` below it.
 
@@ -10,3 +11,4 @@ pub mod codec;
 pub mod local_stage;
 pub mod logical;
 pub mod physical;
+pub mod submit;

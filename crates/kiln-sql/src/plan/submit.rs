@@ -1,0 +1,216 @@
+//! The client's planner: each statement is planned once, in the session
+//! that parsed it, into the physical plan the cluster runs, and submitted to
+//! the scheduler as that plan ([`SubmittedPlanExec`]).
+//!
+//! Ballista's own client sends the logical plan instead, which the
+//! scheduler decodes and plans again. That round trip loses what DataFusion's
+//! logical protobuf cannot say (LIMIT expressions, in-memory and
+//! table-function sources, some extracted-expression aliases) and plans every
+//! statement twice. The physical protobuf carries the plan as it will run;
+//! Ballista's scheduler still cuts it into stages (or, on the embedded
+//! cluster, receives it as one [`LocalStageExec`]).
+//!
+//! EXPLAIN and EXPLAIN ANALYZE still go to the scheduler as logical plans:
+//! it answers them with the stages it would run.
+
+use std::fmt;
+use std::sync::Arc;
+
+use ballista_core::execution_plans::execute_physical_plan;
+use ballista_core::extension::SessionConfigExt;
+use ballista_core::planner::{scans_only_information_schema, BallistaQueryPlanner};
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::Result;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    displayable, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
+};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion::prelude::SessionConfig;
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use futures::TryStreamExt;
+
+use crate::plan::local_stage::LocalStageExec;
+use crate::plan::physical::KilnExtensionPlanner;
+
+/// The query planner of a client session connected to `scheduler_url`.
+#[derive(Debug)]
+pub struct ClientQueryPlanner {
+    scheduler_url: String,
+    /// Whether the scheduler runs each plan as one stage (embedded cluster).
+    one_stage: bool,
+    /// Ballista's planner, for the statements the scheduler plans itself.
+    logical: BallistaQueryPlanner<LogicalPlanNode>,
+}
+
+impl ClientQueryPlanner {
+    pub fn new(
+        scheduler_url: String,
+        config: &SessionConfig,
+        logical_codec: Arc<dyn LogicalExtensionCodec>,
+        one_stage: bool,
+    ) -> Self {
+        Self {
+            logical: BallistaQueryPlanner::with_extension(
+                scheduler_url.clone(),
+                config.ballista_config(),
+                logical_codec,
+            ),
+            scheduler_url,
+            one_stage,
+        }
+    }
+}
+
+fn local_planner() -> DefaultPhysicalPlanner {
+    DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(KilnExtensionPlanner)])
+}
+
+#[async_trait::async_trait]
+impl QueryPlanner for ClientQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session_state: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if matches!(
+            logical_plan,
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::EmptyRelation(_)
+        ) {
+            return self
+                .logical
+                .create_physical_plan(logical_plan, session_state)
+                .await;
+        }
+        // information_schema describes this session's catalog: it runs here.
+        let plan = local_planner()
+            .create_physical_plan(logical_plan, session_state)
+            .await?;
+        if scans_only_information_schema(logical_plan)? {
+            return Ok(plan);
+        }
+        let plan: Arc<dyn ExecutionPlan> = if self.one_stage {
+            Arc::new(LocalStageExec::new(plan))
+        } else {
+            plan
+        };
+        Ok(Arc::new(SubmittedPlanExec::new(
+            plan,
+            self.scheduler_url.clone(),
+            session_state.session_id().to_string(),
+            session_state.config().clone(),
+        )))
+    }
+}
+
+/// `plan`, run on the cluster as one Ballista job: executing it submits the
+/// plan to the scheduler and streams the job's result back.
+#[derive(Debug)]
+pub struct SubmittedPlanExec {
+    plan: Arc<dyn ExecutionPlan>,
+    scheduler_url: String,
+    session_id: String,
+    config: SessionConfig,
+    properties: Arc<PlanProperties>,
+}
+
+impl SubmittedPlanExec {
+    fn new(
+        plan: Arc<dyn ExecutionPlan>,
+        scheduler_url: String,
+        session_id: String,
+        config: SessionConfig,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(plan.schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            plan,
+            scheduler_url,
+            session_id,
+            config,
+            properties,
+        }
+    }
+}
+
+impl DisplayAs for SubmittedPlanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "SubmittedPlanExec: scheduler={}", self.scheduler_url)?;
+        for line in displayable(self.plan.as_ref())
+            .indent(true)
+            .to_string()
+            .lines()
+        {
+            write!(f, "\n    | {line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for SubmittedPlanExec {
+    fn name(&self) -> &str {
+        "SubmittedPlanExec"
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let plan = Arc::clone(&self.plan);
+        let (url, session_id, config) = (
+            self.scheduler_url.clone(),
+            self.session_id.clone(),
+            self.config.clone(),
+        );
+        let job = async move {
+            let codec = config.ballista_physical_extension_codec();
+            execute_physical_plan::<PhysicalPlanNode>(
+                url,
+                &config.ballista_config(),
+                plan,
+                codec.as_ref(),
+                session_id,
+                config,
+            )
+            .await
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.plan.schema(),
+            futures::stream::once(job).try_flatten(),
+        )))
+    }
+}
