@@ -62,15 +62,16 @@ impl DisplayAs for LocalStageExec {
         if matches!(t, DisplayFormatType::TreeRender) {
             return Ok(());
         }
-        for line in displayable(self.plan.as_ref())
-            .indent(true)
-            .to_string()
-            .lines()
-        {
-            write!(f, "\n    | {line}")?;
-        }
-        Ok(())
+        write_inner_plan(f, self.plan.as_ref())
     }
+}
+
+/// Writes `plan` below a wrapping node's line, each line prefixed `    | `.
+pub(crate) fn write_inner_plan(f: &mut fmt::Formatter, plan: &dyn ExecutionPlan) -> fmt::Result {
+    for line in displayable(plan).indent(true).to_string().lines() {
+        write!(f, "\n    | {line}")?;
+    }
+    Ok(())
 }
 
 impl ExecutionPlan for LocalStageExec {

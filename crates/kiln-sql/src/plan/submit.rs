@@ -28,16 +28,14 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    displayable, DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::TryStreamExt;
 
-use crate::plan::local_stage::LocalStageExec;
+use crate::plan::local_stage::{write_inner_plan, LocalStageExec};
 use crate::plan::physical::KilnExtensionPlanner;
 
 /// The query planner of a client session connected to `scheduler_url`.
@@ -147,14 +145,7 @@ impl SubmittedPlanExec {
 impl DisplayAs for SubmittedPlanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "SubmittedPlanExec: scheduler={}", self.scheduler_url)?;
-        for line in displayable(self.plan.as_ref())
-            .indent(true)
-            .to_string()
-            .lines()
-        {
-            write!(f, "\n    | {line}")?;
-        }
-        Ok(())
+        write_inner_plan(f, self.plan.as_ref())
     }
 }
 
