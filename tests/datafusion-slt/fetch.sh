@@ -18,7 +18,11 @@ fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 url="https://static.crates.io/crates/datafusion-sqllogictest/datafusion-sqllogictest-$VERSION.crate"
-curl --fail --silent --show-error --location --retry 3 -o "$tmp/crate.tar.gz" "$url"
+if command -v curl >/dev/null 2>&1; then
+  curl --fail --silent --show-error --location --retry 3 -o "$tmp/crate.tar.gz" "$url"
+else
+  python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "$url" "$tmp/crate.tar.gz"
+fi
 echo "$SHA256  $tmp/crate.tar.gz" | sha256sum --check --quiet
 tar xzf "$tmp/crate.tar.gz" -C "$tmp"
 rm -rf "$DIR"
