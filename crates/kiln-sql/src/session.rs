@@ -171,7 +171,6 @@ impl KilnSession {
         let planner = ClientQueryPlanner::new(
             cluster.scheduler_url().to_string(),
             &config,
-            config.ballista_logical_extension_codec(),
             cluster.is_embedded(),
         );
         let config = config.with_ballista_query_planner(Arc::new(planner));

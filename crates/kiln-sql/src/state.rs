@@ -19,7 +19,7 @@ use crate::catalog::tables::{system_schema, LakeSchema};
 use crate::functions::kiln_udfs;
 use crate::plan::codec::{KilnLogicalCodec, KilnPhysicalCodec};
 use crate::plan::local_stage::LocalStageExec;
-use crate::plan::physical::KilnExtensionPlanner;
+use crate::plan::physical::kiln_physical_planner;
 
 /// Kiln's session state for any role: DataFusion's defaults, Kiln's planner
 /// and codecs (in `config`, see [`kiln_session_config`]), the UDFs reading
@@ -134,10 +134,7 @@ impl datafusion::execution::context::QueryPlanner for KilnQueryPlanner {
         session_state: &dyn datafusion::catalog::Session,
     ) -> Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
         use datafusion::physical_planner::PhysicalPlanner;
-        let plan =
-            datafusion::physical_planner::DefaultPhysicalPlanner::with_extension_planners(vec![
-                Arc::new(KilnExtensionPlanner),
-            ])
+        let plan = kiln_physical_planner()
             .create_physical_plan(logical_plan, session_state)
             .await?;
         // Ballista answers EXPLAIN itself (with the stages of the explained

@@ -207,11 +207,12 @@ pub(crate) async fn create_table(
         create.input.as_ref(),
         LogicalPlan::EmptyRelation(e) if !e.produce_one_row
     );
-    let mut table_schema = table_schema(&input_schema, &partition_by)?;
-    if is_plain_create {
-        // Declared columns keep NOT NULL; a query's columns stay nullable.
-        table_schema = input_schema.clone();
-    }
+    // Declared columns keep NOT NULL; a query's columns stay nullable.
+    let table_schema = if is_plain_create {
+        input_schema.clone()
+    } else {
+        table_schema(&input_schema, &partition_by)?
+    };
     let rows = if is_plain_create {
         let staged = session.lake().stage(&name).map_err(lake_error)?;
         publish(session, &name, staged, table_schema, partition_by)?;

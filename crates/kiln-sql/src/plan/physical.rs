@@ -197,6 +197,14 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| DataFusionError::Internal(e.to_string()))
 }
 
+/// DataFusion's physical planner with Kiln's extension nodes, as every role
+/// plans with it.
+pub fn kiln_physical_planner() -> datafusion::physical_planner::DefaultPhysicalPlanner {
+    datafusion::physical_planner::DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
+        KilnExtensionPlanner,
+    )])
+}
+
 /// Plans [`TrainRoundNode`] into [`TrainExec`].
 #[derive(Debug, Default)]
 pub struct KilnExtensionPlanner;

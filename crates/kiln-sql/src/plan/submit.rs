@@ -29,14 +29,13 @@ use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExp
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion::physical_planner::PhysicalPlanner;
 use datafusion::prelude::SessionConfig;
-use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::TryStreamExt;
 
 use crate::plan::local_stage::{write_inner_plan, LocalStageExec};
-use crate::plan::physical::KilnExtensionPlanner;
+use crate::plan::physical::kiln_physical_planner;
 
 /// The query planner of a client session connected to `scheduler_url`.
 #[derive(Debug)]
@@ -49,26 +48,18 @@ pub struct ClientQueryPlanner {
 }
 
 impl ClientQueryPlanner {
-    pub fn new(
-        scheduler_url: String,
-        config: &SessionConfig,
-        logical_codec: Arc<dyn LogicalExtensionCodec>,
-        one_stage: bool,
-    ) -> Self {
+    /// `config` gives Ballista's settings and Kiln's logical codec.
+    pub fn new(scheduler_url: String, config: &SessionConfig, one_stage: bool) -> Self {
         Self {
             logical: BallistaQueryPlanner::with_extension(
                 scheduler_url.clone(),
                 config.ballista_config(),
-                logical_codec,
+                config.ballista_logical_extension_codec(),
             ),
             scheduler_url,
             one_stage,
         }
     }
-}
-
-fn local_planner() -> DefaultPhysicalPlanner {
-    DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(KilnExtensionPlanner)])
 }
 
 #[async_trait::async_trait]
@@ -88,7 +79,7 @@ impl QueryPlanner for ClientQueryPlanner {
                 .await;
         }
         // information_schema describes this session's catalog: it runs here.
-        let plan = local_planner()
+        let plan = kiln_physical_planner()
             .create_physical_plan(logical_plan, session_state)
             .await?;
         if scans_only_information_schema(logical_plan)? {
