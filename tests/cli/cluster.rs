@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use kiln_sql::{KilnSession, SessionOptions, StatementResult};
 
 use crate::common::{repo_root, rows, session};
-use crate::datafusion_replay::{replay_suite, Source, Target};
+use crate::datafusion_replay::{only_requested, replay_suite, Source, Target};
 use crate::kiln_direct;
 use crate::slt::{run_suite, Guard};
 
@@ -338,7 +338,12 @@ fn datafusion_sqllogictest_files_give_datafusion_answers_on_a_cluster() {
         eprintln!("skipped: {fetch}");
         return;
     };
-    let files: Vec<String> = CLUSTER_REPLAY_FILES.iter().map(|f| f.to_string()).collect();
+    // $KILN_REPLAY_ONLY picks among all of DataFusion's files here too.
+    let files = if std::env::var_os("KILN_REPLAY_ONLY").is_some() {
+        only_requested(source.files())
+    } else {
+        CLUSTER_REPLAY_FILES.iter().map(|f| f.to_string()).collect()
+    };
     let all = source.files();
     let missing: Vec<&String> = files.iter().filter(|f| !all.contains(f)).collect();
     assert!(

@@ -91,6 +91,19 @@ impl Source {
     }
 }
 
+/// `files` narrowed to those starting with one of the comma-separated
+/// prefixes in `$KILN_REPLAY_ONLY` (all of them when it is unset), for
+/// replaying a few files while working on them.
+pub fn only_requested(files: Vec<String>) -> Vec<String> {
+    let Ok(only) = std::env::var("KILN_REPLAY_ONLY") else {
+        return files;
+    };
+    files
+        .into_iter()
+        .filter(|f| only.split(',').any(|o| f.starts_with(o.trim())))
+        .collect()
+}
+
 /// The checked-in list of records (or whole files) Kiln is known to answer
 /// differently, each with its reason.
 pub struct KnownDifferences {

@@ -18,7 +18,7 @@ use crate::exec;
 use crate::functions::kiln_udfs;
 use crate::parse::script::{split_statements, ScriptStatement};
 use crate::plan::submit::ClientQueryPlanner;
-use crate::state::{kiln_client_state, register_lake_schemas};
+use crate::state::{kiln_client_state, register_lake_schemas, Stages};
 
 /// How to open a [`KilnSession`].
 #[derive(Debug, Clone)]
@@ -174,7 +174,12 @@ impl KilnSession {
             cluster.is_embedded(),
         );
         let config = config.with_ballista_query_planner(Arc::new(planner));
-        let state = kiln_client_state(config, lake.root())?;
+        let stages = if cluster.is_embedded() {
+            Stages::One
+        } else {
+            Stages::Distributed
+        };
+        let state = kiln_client_state(config, lake.root(), stages)?;
         let state = state.upgrade_for_ballista(cluster.scheduler_url().to_string())?;
         register_lake_schemas(&state, lake.root())?;
         let ctx = SessionContext::new_with_state(state);

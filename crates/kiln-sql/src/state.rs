@@ -12,6 +12,7 @@ use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::SessionConfig;
 
 use crate::catalog::lake::Lake;
@@ -20,6 +21,7 @@ use crate::functions::kiln_udfs;
 use crate::plan::codec::{KilnLogicalCodec, KilnPhysicalCodec};
 use crate::plan::local_stage::LocalStageExec;
 use crate::plan::physical::kiln_physical_planner;
+use crate::plan::task_safety::PartitionedHashJoins;
 
 /// Kiln's session state for any role: DataFusion's defaults, Kiln's planner
 /// and codecs (in `config`, see [`kiln_session_config`]), the UDFs reading
@@ -52,15 +54,22 @@ pub fn kiln_scheduler_state(
 }
 
 /// [`kiln_state`] for a client session, which plans its statements with a
-/// [`planning_runtime`] of its own.
-pub fn kiln_client_state(config: SessionConfig, lake: &Path) -> Result<SessionState> {
-    build_state(
-        SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(planning_runtime()?),
-        lake,
-        Stages::Distributed,
-    )
+/// [`planning_runtime`] of its own. `stages` is how the scheduler runs
+/// them: cut into stages whose partitions are separate tasks, the client
+/// plans hash joins as [`PartitionedHashJoins`].
+pub fn kiln_client_state(
+    config: SessionConfig,
+    lake: &Path,
+    stages: Stages,
+) -> Result<SessionState> {
+    let mut builder = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(planning_runtime()?);
+    if stages == Stages::Distributed {
+        let rules = PartitionedHashJoins::inserted_into(&PhysicalOptimizer::new().rules);
+        builder = builder.with_physical_optimizer_rules(rules);
+    }
+    build_state(builder, lake, Stages::Distributed)
 }
 
 /// The runtime a planner (a client session, or a scheduler for all its

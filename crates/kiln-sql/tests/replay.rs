@@ -2,7 +2,7 @@
 //! cluster and through plain DataFusion (`tests/support/datafusion_replay.rs`).
 
 use crate::common::session;
-use crate::datafusion_replay::{replay_suite, Source, Target};
+use crate::datafusion_replay::{only_requested, replay_suite, Source, Target};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn datafusion_sqllogictest_files_give_datafusion_answers_on_the_embedded_cluster() {
@@ -12,15 +12,7 @@ async fn datafusion_sqllogictest_files_give_datafusion_answers_on_the_embedded_c
         eprintln!("skipped: {fetch}");
         return;
     };
-    let only = std::env::var("KILN_REPLAY_ONLY").ok();
-    let files: Vec<String> = source
-        .files()
-        .into_iter()
-        .filter(|f| {
-            only.as_deref()
-                .is_none_or(|o| o.split(',').any(|o| f.starts_with(o)))
-        })
-        .collect();
+    let files = only_requested(source.files());
     let outcome = replay_suite(&source, &files, "embedded", 3, |dir| async move {
         Target::Kiln {
             session: session(&dir.join("lake"), 4).await,

@@ -2,8 +2,10 @@
 //! its physical operator that feeds each partition to the ML driver's
 //! [`kiln_ml::PartitionRound`] ([`physical`]), the one-stage wrapper of the
 //! embedded cluster ([`local_stage`]), the client's planner that submits
-//! each statement's physical plan to the scheduler ([`submit`]), and the
-//! codecs that ship them between client, scheduler and executors ([`codec`]).
+//! each statement's physical plan to the scheduler ([`submit`]), what that
+//! plan needs when each partition of a stage is its own task
+//! ([`task_safety`]), and the codecs that ship them between client,
+//! scheduler and executors ([`codec`]).
 //!
 //! Imports only from `functions` and `catalog` below it.
 
@@ -12,3 +14,4 @@ pub mod local_stage;
 pub mod logical;
 pub mod physical;
 pub mod submit;
+pub mod task_safety;

@@ -36,6 +36,7 @@ use futures::TryStreamExt;
 
 use crate::plan::local_stage::{write_inner_plan, LocalStageExec};
 use crate::plan::physical::kiln_physical_planner;
+use crate::plan::task_safety::for_separate_tasks;
 
 /// The query planner of a client session connected to `scheduler_url`.
 #[derive(Debug)]
@@ -88,7 +89,7 @@ impl QueryPlanner for ClientQueryPlanner {
         let plan: Arc<dyn ExecutionPlan> = if self.one_stage {
             Arc::new(LocalStageExec::new(plan))
         } else {
-            plan
+            for_separate_tasks(plan)?
         };
         Ok(Arc::new(SubmittedPlanExec::new(
             plan,
