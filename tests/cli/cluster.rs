@@ -320,6 +320,12 @@ fn conformance_suite_on_a_cluster_matches_the_embedded_results() {
 /// cross stage boundaries — joins, subqueries, set operations, windows,
 /// limits — and the basics.
 const CLUSTER_REPLAY_FILES: &[&str] = &[
+    "aggregate.slt",
+    "cte.slt",
+    "distinct_on.slt",
+    "group_by.slt",
+    "joins.slt",
+    "window.slt",
     "select.slt",
     "limit.slt",
     "join_disable_repartition_joins.slt",
