@@ -57,6 +57,26 @@ enum Command {
         /// `KEY=VALUE` to `SET` in the Kiln session before the queries (repeatable).
         #[arg(long = "kiln-set")]
         kiln_set: Vec<String>,
+        /// Run Kiln's side on this cluster (`df://host:port`; its scheduler
+        /// and executors serve the same lake) instead of the embedded one.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// The cluster's token.
+        #[arg(long, env = "KILN_TOKEN")]
+        token: Option<String>,
+    },
+    /// One trivial statement (`SELECT 1`) run `iterations` times in one
+    /// session, on Kiln and on plain DataFusion: median and mean latency.
+    Latency {
+        #[arg(long, default_value = "target/tpch")]
+        dir: PathBuf,
+        #[arg(long, short = 'i', default_value_t = 200)]
+        iterations: usize,
+        /// As for `run`.
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long, env = "KILN_TOKEN")]
+        token: Option<String>,
     },
     /// Sorts and windows over `orders` (string and integer keys) on both
     /// engines: best time and peak RSS growth of each.
@@ -114,7 +134,7 @@ async fn sorts(
     csv_out: Option<PathBuf>,
 ) -> datafusion::error::Result<()> {
     let partitions = cores();
-    let kiln = open_lake(dir, sf, partitions).await?;
+    let kiln = open_lake(dir, sf, partitions, None, None).await?;
     let plain = plain_datafusion(
         &kiln,
         SessionConfig::new().with_target_partitions(partitions),
@@ -181,6 +201,12 @@ async fn main() -> datafusion::error::Result<()> {
             println!("{}", csv.display());
             Ok(())
         }
+        Command::Latency {
+            dir,
+            iterations,
+            cluster,
+            token,
+        } => latency(&dir, iterations, cluster, token).await,
         Command::Sorts {
             sf,
             dir,
@@ -195,9 +221,11 @@ async fn main() -> datafusion::error::Result<()> {
             partitions,
             csv: csv_out,
             kiln_set,
+            cluster,
+            token,
         } => {
             let partitions = partitions.unwrap_or_else(cores);
-            let kiln = open_lake(&dir, sf, partitions).await?;
+            let kiln = open_lake(&dir, sf, partitions, cluster, token).await?;
             for setting in &kiln_set {
                 let (key, value) = setting.split_once('=').unwrap_or((setting, ""));
                 kiln.execute(&format!("SET {key} = {value}")).await?;
@@ -286,6 +314,41 @@ async fn main() -> datafusion::error::Result<()> {
     }
 }
 
+async fn latency(
+    dir: &Path,
+    iterations: usize,
+    cluster: Option<String>,
+    token: Option<String>,
+) -> datafusion::error::Result<()> {
+    let mut options = SessionOptions::new(dir.join("latency-lake"));
+    options.cluster = cluster;
+    options.token = token;
+    let kiln = kiln_cluster::open(options).await?;
+    let plain = SessionContext::new();
+    let sql = "SELECT 1";
+    let mut kiln_times = Vec::with_capacity(iterations);
+    let mut plain_times = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let start = Instant::now();
+        kiln.execute(sql).await?;
+        kiln_times.push(start.elapsed());
+        let start = Instant::now();
+        datafusion_rows(&plain, sql).await?;
+        plain_times.push(start.elapsed());
+    }
+    let summary = |times: &mut Vec<Duration>| {
+        times.sort();
+        let mean = times.iter().sum::<Duration>() / times.len().max(1) as u32;
+        (ms(times[times.len() / 2]), ms(mean))
+    };
+    let (kiln_median, kiln_mean) = summary(&mut kiln_times);
+    let (plain_median, plain_mean) = summary(&mut plain_times);
+    println!("engine,median_ms,mean_ms");
+    println!("kiln,{kiln_median:.2},{kiln_mean:.2}");
+    println!("datafusion,{plain_median:.2},{plain_mean:.2}");
+    Ok(())
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -302,10 +365,15 @@ async fn open_lake(
     dir: &Path,
     sf: f64,
     partitions: usize,
+    cluster: Option<String>,
+    token: Option<String>,
 ) -> datafusion::error::Result<KilnSession> {
     let csv = generate(dir, sf);
     let mut options = SessionOptions::new(data_dir(dir, sf).join("lake"));
     options.target_partitions = Some(partitions);
+    options.cluster = cluster;
+    options.token = token;
+    options.allowed_paths = vec![csv.clone()];
     let kiln = kiln_cluster::open(options).await?;
     ingest(&kiln, &csv).await?;
     Ok(kiln)
