@@ -168,17 +168,17 @@ impl KilnSession {
         cluster: Box<dyn Cluster>,
     ) -> Result<Self> {
         let lake = Lake::open(&options.lake).map_err(lake_error)?;
-        let planner = ClientQueryPlanner::new(
-            cluster.scheduler_url().to_string(),
-            &config,
-            cluster.is_embedded(),
-        );
-        let config = config.with_ballista_query_planner(Arc::new(planner));
         let stages = if cluster.is_embedded() {
             Stages::One
         } else {
             Stages::Distributed
         };
+        let planner = ClientQueryPlanner::new(
+            cluster.scheduler_url().to_string(),
+            &config,
+            stages == Stages::One,
+        );
+        let config = config.with_ballista_query_planner(Arc::new(planner));
         let state = kiln_client_state(config, lake.root(), stages)?;
         let state = state.upgrade_for_ballista(cluster.scheduler_url().to_string())?;
         register_lake_schemas(&state, lake.root())?;
