@@ -820,7 +820,13 @@ where
     let report_path = std::env::var_os("KILN_REPLAY_REPORT")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join(format!("kiln-datafusion-replay-{mode}.txt")));
-    std::fs::write(&report_path, format!("{summary}\n{report}")).unwrap();
+    std::fs::write(
+        &report_path,
+        format!(
+            "{summary}\n{report}listed as known differences but answered like DataFusion:\n{stale}"
+        ),
+    )
+    .unwrap();
     eprintln!("{summary} (report: {})", report_path.display());
     if !stale.is_empty() {
         // Not a failure: some listed records pass by chance (row order).

@@ -52,7 +52,9 @@ use tokio_stream::StreamExt;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Channel;
 
-use kiln_sql::{kiln_scheduler_state, kiln_session_config, kiln_state, planning_runtime, Stages};
+use kiln_sql::{
+    kiln_scheduler_state, kiln_session_config, kiln_state, planning_runtime, task_runtime, Stages,
+};
 
 /// The environment variable holding the cluster's shared secret.
 pub const TOKEN_ENV: &str = "KILN_TOKEN";
@@ -631,7 +633,7 @@ pub async fn start_executor(
     let executor = Arc::new(Executor::new(
         registration,
         &work_dir,
-        Arc::new(move |_: &SessionConfig| Ok(Arc::clone(&runtime))) as RuntimeProducer,
+        Arc::new(move |config: &SessionConfig| task_runtime(&runtime, config)) as RuntimeProducer,
         Arc::new(move || executor_config.clone()) as ConfigProducer,
         Arc::new((&state).into()),
         Arc::new(LoggingMetricsCollector::default()),

@@ -44,6 +44,7 @@ mod session;
 mod state;
 
 pub use catalog::lake::resolve_path;
+pub use plan::task_runtime::{task_runtime, KilnRuntimeOptions};
 pub use session::{Cluster, KilnSession, ScriptError, SessionOptions, StatementResult};
 pub use state::{
     kiln_client_state, kiln_scheduler_state, kiln_session_config, kiln_state,

@@ -21,6 +21,7 @@ use crate::functions::kiln_udfs;
 use crate::plan::codec::{KilnLogicalCodec, KilnPhysicalCodec};
 use crate::plan::local_stage::LocalStageExec;
 use crate::plan::physical::kiln_physical_planner;
+use crate::plan::task_runtime::KilnRuntimeOptions;
 use crate::plan::task_safety::PartitionedHashJoins;
 
 /// Kiln's session state for any role: DataFusion's defaults, Kiln's planner
@@ -83,7 +84,19 @@ pub fn planning_runtime() -> Result<Arc<RuntimeEnv>> {
         .build_arc()
 }
 
-fn build_state(builder: SessionStateBuilder, lake: &Path, stages: Stages) -> Result<SessionState> {
+fn build_state(
+    mut builder: SessionStateBuilder,
+    lake: &Path,
+    stages: Stages,
+) -> Result<SessionState> {
+    // DataFusion rebuilds a session's state with this off after a
+    // `SET datafusion.runtime.*`, and the config travels to other roles.
+    if let Some(config) = builder.config().as_mut() {
+        config
+            .options_mut()
+            .catalog
+            .create_default_catalog_and_schema = true;
+    }
     let mut state = builder
         .with_default_features()
         .with_query_planner(Arc::new(KilnQueryPlanner { stages }))
@@ -168,6 +181,7 @@ pub fn kiln_session_config(target_partitions: Option<usize>) -> SessionConfig {
         .with_ballista_logical_extension_codec(Arc::new(KilnLogicalCodec::default()))
         .with_ballista_physical_extension_codec(Arc::new(KilnPhysicalCodec::default()))
         .with_information_schema(true)
+        .with_option_extension(KilnRuntimeOptions::default())
         .with_target_partitions(partitions)
         .set_bool("ballista.planner.adaptive.enabled", false)
 }

@@ -107,6 +107,19 @@ pub struct ManagedTable {
     /// swapped in the same catalog write that publishes the data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_manifest: Option<String>,
+    /// Primary-key and unique constraints from `CREATE TABLE`. As in
+    /// DataFusion, they are not enforced on write (a primary key's columns
+    /// are NOT NULL, which is); the planner uses them as functional
+    /// dependencies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<TableKey>,
+}
+
+/// A primary-key or unique constraint, by column names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableKey {
+    pub primary: bool,
+    pub columns: Vec<String>,
 }
 
 /// A table over files the lake does not own.
@@ -502,6 +515,7 @@ mod tests {
             partition_by: vec![],
             snapshot,
             ingest_manifest: None,
+            keys: vec![],
         }
     }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::common::{Constraint, Constraints};
 use datafusion::config::TableParquetOptions;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -93,8 +94,27 @@ pub fn managed_table_provider(
     let config = ListingTableConfig::new(url)
         .with_listing_options(options)
         .with_schema(Arc::new(Schema::new(file_fields)));
+    let constraints = entry
+        .keys
+        .iter()
+        .map(|key| {
+            let columns = key
+                .columns
+                .iter()
+                .map(|c| entry.schema.index_of(c))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| DataFusionError::Execution(format!("lake table '{name}': {e}")))?;
+            Ok(if key.primary {
+                Constraint::PrimaryKey(columns)
+            } else {
+                Constraint::Unique(columns)
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Arc::new(
-        ListingTable::try_new(config)?.with_cache(statistics),
+        ListingTable::try_new(config)?
+            .with_cache(statistics)
+            .with_constraints(Constraints::new_unverified(constraints)),
     ))
 }
 /// The lake's managed tables as a schema, read from the catalog at each

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::common::TableReference;
+use datafusion::common::{Constraint, Constraints, TableReference};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{
@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::DataFrame;
 
 use super::diagnostics::known_tables_hint;
-use crate::catalog::lake::{validate_table_name, ManagedTable, TableEntry};
+use crate::catalog::lake::{validate_table_name, ManagedTable, TableEntry, TableKey};
 use crate::error::lake_error;
 use crate::session::{KilnSession, StatementResult};
 
@@ -213,17 +213,22 @@ pub(crate) async fn create_table(
     } else {
         table_schema(&input_schema, &partition_by)?
     };
+    let keys = table_keys(&create.constraints, &input_schema);
     let rows = if is_plain_create {
         let staged = session.lake().stage(&name).map_err(lake_error)?;
-        publish(session, &name, staged, table_schema, partition_by)?;
+        publish(session, &name, staged, table_schema, partition_by, keys)?;
         forget_session_table(session, &name)?;
         0
     } else {
+        let mode = WriteMode {
+            keys,
+            ..WriteMode::default()
+        };
         write_managed(
             session,
             &name,
             (*create.input).clone(),
-            WriteMode::default(),
+            mode,
             table_schema,
             partition_by,
         )
@@ -267,6 +272,7 @@ async fn insert_rows(
 ) -> Result<StatementResult> {
     let mode = WriteMode {
         carry,
+        keys: entry.keys,
         ..WriteMode::default()
     };
     let rows = write_managed(session, name, input, mode, entry.schema, entry.partition_by).await?;
@@ -317,6 +323,7 @@ pub(crate) async fn write_managed(
             partition_by,
             snapshot,
             ingest_manifest: mode.ingest_manifest,
+            keys: mode.keys,
         })
         .map_err(lake_error)?;
     forget_session_table(session, name)?;
@@ -329,6 +336,7 @@ pub(crate) fn publish(
     staged: crate::catalog::lake::StagedWrite,
     schema: Schema,
     partition_by: Vec<String>,
+    keys: Vec<TableKey>,
 ) -> Result<ManagedTable> {
     session
         .lake()
@@ -337,6 +345,7 @@ pub(crate) fn publish(
             partition_by,
             snapshot,
             ingest_manifest: None,
+            keys,
         })
         .map_err(lake_error)
 }
@@ -551,6 +560,30 @@ pub(crate) struct WriteMode {
     pub carry: Option<(u64, Option<PathBuf>)>,
     /// The ingest manifest to publish with the data.
     pub ingest_manifest: Option<String>,
+    /// The table's keys to publish with the data: those `CREATE TABLE`
+    /// declared, or the existing table's.
+    pub keys: Vec<TableKey>,
+}
+
+/// `CREATE TABLE`'s primary-key and unique constraints (indices into the
+/// statement's `schema`) by column name.
+fn table_keys(constraints: &Constraints, schema: &Schema) -> Vec<TableKey> {
+    constraints
+        .iter()
+        .map(|constraint| {
+            let (primary, columns) = match constraint {
+                Constraint::PrimaryKey(columns) => (true, columns),
+                Constraint::Unique(columns) => (false, columns),
+            };
+            TableKey {
+                primary,
+                columns: columns
+                    .iter()
+                    .map(|&i| schema.field(i).name().clone())
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// A partition overwrite must write into its own partition directory only.

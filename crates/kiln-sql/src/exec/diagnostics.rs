@@ -53,9 +53,6 @@ pub async fn explain(
             .nth(1)
             .and_then(|rest| rest.split(']').next());
         let what = match node {
-            Some("RecursiveQueryExec" | "WorkTableExec") => {
-                "a recursive CTE (WITH RECURSIVE)".to_string()
-            }
             Some("StreamingTableExec") => "an unbounded (streaming) table".to_string(),
             Some(node) => format!("the plan node {node}"),
             None => "a source".to_string(),

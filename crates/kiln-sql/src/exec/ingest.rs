@@ -254,6 +254,7 @@ pub(crate) async fn execute_ingest(
     let mode = WriteMode {
         carry,
         ingest_manifest: Some(relative.clone()),
+        keys: current.as_ref().map(|e| e.keys.clone()).unwrap_or_default(),
     };
     let written = write_managed(
         session,

@@ -3,34 +3,90 @@
 //! envelope: the magic `KILN`, [`CODEC_VERSION`], a node tag, then the node's
 //! bytes. Anything without the magic goes to Ballista's codec unchanged, so
 //! decoding never silently falls through to the wrong codec.
+//!
+//! It also carries the DataFusion nodes datafusion-proto has no message
+//! for: recursive CTEs ([`RecursiveQueryExec`] and the [`WorkTableExec`] its
+//! recursive term reads the previous iteration from) and the per-partition
+//! top K of window queries ([`PartitionedTopKExec`]).
 
 use std::sync::Arc;
 
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::TableReference;
 use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Extension, LogicalPlan, ScalarUDF};
+use datafusion::physical_expr::LexOrdering;
+use datafusion::physical_plan::expressions::Column;
+use datafusion::physical_plan::memory::LazyMemoryExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
+use datafusion::physical_plan::sorts::partitioned_topk::{PartitionedTopKExec, WindowFnKind};
+use datafusion::physical_plan::work_table::WorkTableExec;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::physical_plan::from_proto::parse_physical_sort_exprs;
+use datafusion_proto::physical_plan::to_proto::serialize_physical_sort_exprs;
 use datafusion_proto::physical_plan::{
     AsExecutionPlan, PhysicalExtensionCodec, PhysicalPlanDecodeContext,
     PhysicalProtoConverterExtension,
 };
-use datafusion_proto::protobuf::PhysicalPlanNode;
+use datafusion_proto::protobuf::{self as proto, PhysicalPlanNode};
+use prost::Message;
 
 use crate::plan::local_stage::LocalStageExec;
 use crate::plan::logical::TrainRoundNode;
 use crate::plan::physical::TrainExec;
+use crate::plan::window_flags::{self, FlaggedWindowExec};
 
 /// Version of Kiln's envelope; bump on any incompatible change of a node's bytes.
 pub const CODEC_VERSION: u8 = 2;
 const MAGIC: &[u8; 4] = b"KILN";
 const TAG_TRAIN_ROUND: u8 = 1;
 const TAG_LOCAL_STAGE: u8 = 2;
+const TAG_RECURSIVE_QUERY: u8 = 3;
+const TAG_WORK_TABLE: u8 = 4;
+const TAG_PARTITIONED_TOPK: u8 = 5;
+const TAG_FLAGGED_WINDOW: u8 = 6;
+
+/// A [`RecursiveQueryExec`]; its static and recursive terms are its inputs.
+#[derive(Clone, PartialEq, Message)]
+struct RecursiveQueryBody {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(bool, tag = "2")]
+    is_distinct: bool,
+    #[prost(message, optional, tag = "3")]
+    schema: Option<proto::Schema>,
+}
+
+/// A [`PartitionedTopKExec`] (`ROW_NUMBER()` / `RANK()` filtered to the top
+/// K per window partition); its input is its only input.
+#[derive(Clone, PartialEq, Message)]
+struct PartitionedTopKBody {
+    #[prost(message, repeated, tag = "1")]
+    sort: Vec<proto::PhysicalSortExprNode>,
+    #[prost(uint64, tag = "2")]
+    partition_prefix_len: u64,
+    #[prost(uint64, tag = "3")]
+    fetch: u64,
+    #[prost(bool, tag = "4")]
+    rank: bool,
+}
+
+/// A [`WorkTableExec`]: its name and its (projected) schema. The projection
+/// is restored from the enclosing [`RecursiveQueryExec`]'s schema.
+#[derive(Clone, PartialEq, Message)]
+struct WorkTableBody {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(message, optional, tag = "2")]
+    schema: Option<proto::Schema>,
+}
 
 fn envelope(tag: u8, body: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(MAGIC);
@@ -173,6 +229,53 @@ impl PhysicalExtensionCodec for KilnPhysicalCodec {
                     .proto_to_execution_plan(&proto, &PhysicalPlanDecodeContext::new(ctx, self))?;
                 Ok(Arc::new(LocalStageExec::new(plan)))
             }
+            Some((TAG_RECURSIVE_QUERY, body)) => decode_recursive_query(body, inputs),
+            Some((TAG_WORK_TABLE, body)) => {
+                let body = WorkTableBody::decode(body).map_err(decode_error)?;
+                Ok(Arc::new(WorkTableExec::new(
+                    body.name,
+                    schema_from(body.schema.as_ref())?,
+                    None,
+                )?))
+            }
+            Some((TAG_FLAGGED_WINDOW, body)) => {
+                let input = inputs.first().cloned().ok_or_else(|| {
+                    DataFusionError::Internal("a window operator without input".into())
+                })?;
+                window_flags::decode(
+                    body,
+                    input,
+                    &PhysicalPlanDecodeContext::new(ctx, self),
+                    converter,
+                )
+            }
+            Some((TAG_PARTITIONED_TOPK, body)) => {
+                let body = PartitionedTopKBody::decode(body).map_err(decode_error)?;
+                let input = inputs.first().cloned().ok_or_else(|| {
+                    DataFusionError::Internal("PartitionedTopKExec without input".into())
+                })?;
+                let sort = parse_physical_sort_exprs(
+                    &body.sort,
+                    &PhysicalPlanDecodeContext::new(ctx, self),
+                    &input.schema(),
+                    converter,
+                )?;
+                let sort = LexOrdering::new(sort).ok_or_else(|| {
+                    DataFusionError::Internal("PartitionedTopKExec without sort keys".into())
+                })?;
+                let kind = if body.rank {
+                    WindowFnKind::Rank
+                } else {
+                    WindowFnKind::RowNumber
+                };
+                Ok(Arc::new(PartitionedTopKExec::try_new(
+                    input,
+                    sort,
+                    body.partition_prefix_len as usize,
+                    body.fetch as usize,
+                    kind,
+                )?))
+            }
             Some((tag, _)) => Err(DataFusionError::Internal(format!(
                 "unknown Kiln physical node tag {tag}"
             ))),
@@ -198,6 +301,38 @@ impl PhysicalExtensionCodec for KilnPhysicalCodec {
             envelope(TAG_LOCAL_STAGE, &body, buf);
             return Ok(());
         }
+        if let Some(query) = node.downcast_ref::<RecursiveQueryExec>() {
+            let body = RecursiveQueryBody {
+                name: query.name().to_string(),
+                is_distinct: query.is_distinct(),
+                schema: Some(proto::Schema::try_from(query.schema().as_ref())?),
+            };
+            envelope(TAG_RECURSIVE_QUERY, &body.encode_to_vec(), buf);
+            return Ok(());
+        }
+        if let Some(window) = node.downcast_ref::<FlaggedWindowExec>() {
+            let body = window_flags::encode(window, self, converter)?;
+            envelope(TAG_FLAGGED_WINDOW, &body, buf);
+            return Ok(());
+        }
+        if let Some(topk) = node.downcast_ref::<PartitionedTopKExec>() {
+            let body = PartitionedTopKBody {
+                sort: serialize_physical_sort_exprs(topk.expr().iter().cloned(), self, converter)?,
+                partition_prefix_len: topk.partition_prefix_len() as u64,
+                fetch: topk.fetch() as u64,
+                rank: topk.fn_kind() == WindowFnKind::Rank,
+            };
+            envelope(TAG_PARTITIONED_TOPK, &body.encode_to_vec(), buf);
+            return Ok(());
+        }
+        if let Some(work_table) = node.downcast_ref::<WorkTableExec>() {
+            let body = WorkTableBody {
+                name: work_table.name().to_string(),
+                schema: Some(proto::Schema::try_from(work_table.schema().as_ref())?),
+            };
+            envelope(TAG_WORK_TABLE, &body.encode_to_vec(), buf);
+            return Ok(());
+        }
         self.ballista.try_encode(node, buf, converter)
     }
 
@@ -208,6 +343,128 @@ impl PhysicalExtensionCodec for KilnPhysicalCodec {
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
         self.ballista.try_encode_udf(node, buf)
     }
+}
+
+/// `plan` with the nodes datafusion-proto would encode wrongly rewritten into
+/// ones it encodes as they run: a generated source (`generate_series`,
+/// `range`) read through a projection is encoded with the projected schema
+/// but a generator of the full one (a `count(*)` over it failed on the
+/// executor), so the projection moves into a `ProjectionExec` above it.
+/// Window operators get their functions' flags carried
+/// ([`window_flags::with_carried_window_flags`]).
+pub fn with_encodable_sources(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let plan = window_flags::with_carried_window_flags(plan)?;
+    plan.transform_up(|node| {
+        let Some(lazy) = node.downcast_ref::<LazyMemoryExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let [generator] = lazy.generators().as_slice() else {
+            return Ok(Transformed::no(node));
+        };
+        // The generator makes batches of its full schema: ask a fresh copy.
+        let fresh = generator.read().reset_state();
+        let Some(sample) = fresh.write().generate_next_batch()? else {
+            return Ok(Transformed::no(node));
+        };
+        let full = sample.schema();
+        if full.fields() == lazy.schema().fields() {
+            return Ok(Transformed::no(node));
+        }
+        let projection = lazy
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let at = full.index_of(f.name())?;
+                Ok((
+                    Arc::new(Column::new(f.name(), at))
+                        as Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+                    f.name().clone(),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut unprojected = LazyMemoryExec::try_new(full, vec![generator.read().reset_state()])?;
+        unprojected.try_set_partitioning(lazy.properties().partitioning.clone())?;
+        let projected = ProjectionExec::try_new(projection, Arc::new(unprojected))?;
+        Ok(Transformed::yes(
+            Arc::new(projected) as Arc<dyn ExecutionPlan>
+        ))
+    })
+    .map(|t| t.data)
+}
+
+fn decode_error(e: prost::DecodeError) -> DataFusionError {
+    DataFusionError::Internal(format!("malformed Kiln plan node: {e}"))
+}
+
+fn schema_from(schema: Option<&proto::Schema>) -> Result<SchemaRef> {
+    let schema = schema
+        .ok_or_else(|| DataFusionError::Internal("Kiln plan node without its schema".into()))?;
+    Ok(Arc::new(schema.try_into()?))
+}
+
+/// A [`RecursiveQueryExec`] over its decoded terms. Each [`WorkTableExec`]
+/// of the recursive term gets back the projection of the query's rows it
+/// read (the work table holds rows of the query's schema), before the query
+/// hands it the work table.
+fn decode_recursive_query(
+    body: &[u8],
+    inputs: &[Arc<dyn ExecutionPlan>],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let body = RecursiveQueryBody::decode(body).map_err(decode_error)?;
+    let schema = schema_from(body.schema.as_ref())?;
+    let [static_term, recursive_term] = inputs else {
+        return Err(DataFusionError::Internal(format!(
+            "RecursiveQueryExec with {} inputs, expected 2",
+            inputs.len()
+        )));
+    };
+    let recursive_term = Arc::clone(recursive_term)
+        .transform_down(|node| {
+            let Some(work_table) = node
+                .downcast_ref::<WorkTableExec>()
+                .filter(|w| w.name() == body.name)
+            else {
+                return Ok(Transformed::no(node));
+            };
+            let read = work_table.schema();
+            let mut fields = schema.fields().to_vec();
+            let mut projection = Vec::with_capacity(read.fields().len());
+            for field in read.fields() {
+                let at = schema
+                    .fields()
+                    .iter()
+                    .position(|f| f.name() == field.name())
+                    .ok_or_else(|| {
+                        DataFusionError::Internal(format!(
+                            "work table {} reads column {}, which its recursive query {} \
+                             does not have",
+                            work_table.name(),
+                            field.name(),
+                            body.name
+                        ))
+                    })?;
+                fields[at] = Arc::clone(field);
+                projection.push(at);
+            }
+            let full = Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+                fields,
+                read.metadata().clone(),
+            ));
+            Ok(Transformed::yes(Arc::new(WorkTableExec::new(
+                work_table.name().to_string(),
+                full,
+                Some(projection),
+            )?) as Arc<dyn ExecutionPlan>))
+        })?
+        .data;
+    Ok(Arc::new(RecursiveQueryExec::try_new(
+        body.name,
+        schema,
+        Arc::clone(static_term),
+        recursive_term,
+        body.is_distinct,
+    )?))
 }
 
 #[cfg(test)]
@@ -268,5 +525,112 @@ mod tests {
         };
         assert_eq!(text(&got), text(&expected));
         assert!(text(&got).contains("| 2 | 3 |"), "{}", text(&got));
+    }
+
+    #[tokio::test]
+    async fn a_recursive_query_round_trips_with_its_work_table_and_gives_the_same_rows() {
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_target_partitions(3),
+        );
+        // The recursive term reads one of the work table's two columns, and
+        // joins, so the plan has exchanges inside the recursion.
+        let plan = ctx
+            .sql(
+                "WITH RECURSIVE t(n, label) AS (SELECT 1, 'a' UNION ALL \
+                 SELECT t.n + s.step, 'b' FROM t JOIN (VALUES (1), (2)) s(step) ON true \
+                 WHERE t.n < 20) SELECT n, count(*) AS c FROM t GROUP BY n ORDER BY n",
+            )
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(shown.contains("RecursiveQueryExec"), "{shown}");
+        let codec = KilnPhysicalCodec::default();
+        let converter = DefaultPhysicalProtoConverter {};
+        let stage: Arc<dyn ExecutionPlan> = Arc::new(LocalStageExec::new(Arc::clone(&plan)));
+        let mut buf = vec![];
+        codec.try_encode(stage, &mut buf, &converter).unwrap();
+        let decoded = codec
+            .try_decode(&buf, &[], &ctx.task_ctx(), &converter)
+            .unwrap();
+        let text = |b: &[datafusion::arrow::array::RecordBatch]| {
+            datafusion::arrow::util::pretty::pretty_format_batches(b)
+                .unwrap()
+                .to_string()
+        };
+        let expected = text(&collect(plan, ctx.task_ctx()).await.unwrap());
+        let got = text(&collect(decoded, ctx.task_ctx()).await.unwrap());
+        assert_eq!(got, expected);
+        // Paths to 20 with steps of 1 and 2: Fibonacci numbers.
+        assert!(got.contains("| 20 | 6765 |"), "{got}");
+    }
+}
+
+#[cfg(test)]
+mod window_round_trip {
+    use datafusion::physical_plan::{collect, displayable};
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
+
+    use super::*;
+
+    /// The rows of `sql` run in this process, and after its plan went
+    /// through Kiln's codec as the client sends it.
+    async fn here_and_sent(ctx: &SessionContext, sql: &str) -> (String, String, String) {
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let sent = with_encodable_sources(Arc::clone(&plan)).unwrap();
+        let codec = KilnPhysicalCodec::default();
+        let converter = DefaultPhysicalProtoConverter {};
+        let mut buf = vec![];
+        codec
+            .try_encode(Arc::new(LocalStageExec::new(sent)), &mut buf, &converter)
+            .unwrap();
+        let decoded = codec
+            .try_decode(&buf, &[], &ctx.task_ctx(), &converter)
+            .unwrap();
+        let text = |b: &[datafusion::arrow::array::RecordBatch]| {
+            datafusion::arrow::util::pretty::pretty_format_batches(b)
+                .unwrap()
+                .to_string()
+        };
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        (
+            text(&collect(plan, ctx.task_ctx()).await.unwrap()),
+            text(&collect(decoded, ctx.task_ctx()).await.unwrap()),
+            shown,
+        )
+    }
+
+    #[tokio::test]
+    async fn window_functions_keep_ignore_nulls_and_reversed_evaluation() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t AS SELECT value AS c, CASE WHEN value % 3 = 0 THEN NULL ELSE value END AS n FROM generate_series(0, 30)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        for sql in [
+            // One sort serves both windows: the DESC ones run reversed.
+            "SELECT c, FIRST_VALUE(c) OVER (ORDER BY c ASC ROWS BETWEEN 1 PRECEDING AND 5 FOLLOWING) AS fv1, \
+             FIRST_VALUE(c) OVER (ORDER BY c DESC ROWS BETWEEN 1 PRECEDING AND 5 FOLLOWING) AS fv2, \
+             NTH_VALUE(c, 2) OVER (ORDER BY c DESC) AS nv, \
+             LAG(c, 2, 10101) OVER (ORDER BY c DESC ROWS BETWEEN 10 PRECEDING AND 1 FOLLOWING) AS lag2 \
+             FROM t ORDER BY c LIMIT 8",
+            "SELECT c, lag(n) IGNORE NULLS OVER (ORDER BY c) AS l, \
+             lead(n, 1, -1) IGNORE NULLS OVER (ORDER BY c) AS ld, \
+             last_value(n) IGNORE NULLS OVER (ORDER BY c DESC) AS lv FROM t ORDER BY c",
+        ] {
+            let (here, sent, plan) = here_and_sent(&ctx, sql).await;
+            assert_eq!(sent, here, "{sql}\n{plan}");
+        }
     }
 }

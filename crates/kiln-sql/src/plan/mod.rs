@@ -4,7 +4,9 @@
 //! embedded cluster ([`local_stage`]), the client's planner that submits
 //! each statement's physical plan to the scheduler ([`submit`]), what that
 //! plan needs when each partition of a stage is its own task
-//! ([`task_safety`]), and the codecs that ship them between client,
+//! ([`task_safety`]), the runtime limits its tasks run under
+//! ([`task_runtime`]), window operators whose flags the codec carries
+//! ([`window_flags`]), and the codecs that ship them between client,
 //! scheduler and executors ([`codec`]).
 //!
 //! Imports only from `functions` and `catalog` below it.
@@ -14,4 +16,6 @@ pub mod local_stage;
 pub mod logical;
 pub mod physical;
 pub mod submit;
+pub mod task_runtime;
 pub mod task_safety;
+pub mod window_flags;

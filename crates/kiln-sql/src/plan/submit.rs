@@ -34,8 +34,10 @@ use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::TryStreamExt;
 
+use crate::plan::codec::with_encodable_sources;
 use crate::plan::local_stage::{write_inner_plan, LocalStageExec};
 use crate::plan::physical::kiln_physical_planner;
+use crate::plan::task_runtime::with_runtime_limits;
 use crate::plan::task_safety::for_separate_tasks;
 
 /// The query planner of a client session connected to `scheduler_url`.
@@ -86,6 +88,7 @@ impl QueryPlanner for ClientQueryPlanner {
         if scans_only_information_schema(logical_plan)? {
             return Ok(plan);
         }
+        let plan = with_encodable_sources(plan)?;
         let plan: Arc<dyn ExecutionPlan> = if self.one_stage {
             Arc::new(LocalStageExec::new(plan))
         } else {
@@ -95,7 +98,7 @@ impl QueryPlanner for ClientQueryPlanner {
             plan,
             self.scheduler_url.clone(),
             session_state.session_id().to_string(),
-            session_state.config().clone(),
+            with_runtime_limits(session_state.config().clone(), session_state.runtime_env()),
         )))
     }
 }

@@ -22,7 +22,7 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::JoinType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::source::{DataSource, DataSourceExec};
@@ -31,6 +31,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
 use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
@@ -100,8 +101,20 @@ impl PhysicalOptimizerRule for PartitionedHashJoins {
 ///   ([`LocalStageExec`]), so it sees every probe row; where its output was
 ///   hash-partitioned, it is repartitioned the same way again;
 /// - an in-memory scan's fetch becomes a per-partition limit above it
-///   (Ballista rebuilds the scan for each task without it).
+///   (Ballista rebuilds the scan for each task without it);
+/// - a recursive query runs as one task: each iteration of its recursive
+///   term reads the rows of the previous one from memory its work table
+///   shares with the query.
 pub fn for_separate_tasks(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    let plan = plan
+        .transform_down(|node| {
+            if node.downcast_ref::<RecursiveQueryExec>().is_some() {
+                let one_task: Arc<dyn ExecutionPlan> = Arc::new(LocalStageExec::new(node));
+                return Ok(Transformed::new(one_task, true, TreeNodeRecursion::Jump));
+            }
+            Ok(Transformed::no(node))
+        })?
+        .data;
     plan.transform_up(|node| {
         if let Some(rewritten) = memory_fetch_as_limit(&node)? {
             return Ok(Transformed::yes(rewritten));
@@ -182,7 +195,6 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::{Int32Array, RecordBatch};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::common::tree_node::TreeNodeRecursion;
     use datafusion::datasource::MemTable;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
