@@ -52,8 +52,10 @@ CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/tmp' OPTIONS ('format.no_such_o
 CREATE TEMPORARY TABLE t AS SELECT 1;
 -- case: schema-qualified table
 CREATE TABLE other.t AS SELECT 1;
--- case: recursive cte
-WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) SELECT * FROM n;
+-- case: recursive cte with two references to itself
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT a.i + 1 FROM n a JOIN n b ON a.i = b.i WHERE a.i < 3) SELECT * FROM n;
+-- case: window aggregate with a filter
+SELECT count(*) FILTER (WHERE a > 0) OVER () FROM t;
 -- case: deeply nested expression
 SELECT ((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((((1))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))))));
 -- case: negative limit

@@ -14,13 +14,17 @@ use std::sync::Arc;
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::TableReference;
+use datafusion::datasource::file_format::csv::CsvSink;
 use datafusion::datasource::file_format::FileFormatFactory;
+use datafusion::datasource::physical_plan::FileSink;
+use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Extension, LogicalPlan, ScalarUDF};
 use datafusion::physical_expr::LexOrdering;
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::expressions::Column;
 use datafusion::physical_plan::memory::LazyMemoryExec;
 use datafusion::physical_plan::projection::ProjectionExec;
@@ -352,9 +356,29 @@ impl PhysicalExtensionCodec for KilnPhysicalCodec {
 /// executor), so the projection moves into a `ProjectionExec` above it.
 /// Window operators get their functions' flags carried
 /// ([`window_flags::with_carried_window_flags`]).
+/// `GROUP BY GROUPING SETS (())` alone is refused: its protobuf reads back
+/// as an aggregate without grouping, whose schema lacks the grouping id the
+/// final aggregate reads (no rows came back).
 pub fn with_encodable_sources(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     let plan = window_flags::with_carried_window_flags(plan)?;
+    plan.apply(|node| {
+        if let Some(aggregate) = node.downcast_ref::<AggregateExec>() {
+            let group_by = aggregate.group_expr();
+            if group_by.is_empty() && group_by.has_grouping_set() {
+                return Err(DataFusionError::NotImplemented(
+                    "not supported yet on Ballista: GROUP BY GROUPING SETS (()) with only the \
+                     empty grouping set cannot be sent to executors yet; drop the GROUP BY for \
+                     one row over all input rows"
+                        .into(),
+                ));
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
     plan.transform_up(|node| {
+        if let Some(sink) = csv_sink_with_explicit_formats(&node)? {
+            return Ok(Transformed::yes(sink));
+        }
         let Some(lazy) = node.downcast_ref::<LazyMemoryExec>() else {
             return Ok(Transformed::no(node));
         };
@@ -391,6 +415,53 @@ pub fn with_encodable_sources(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Ex
         ))
     })
     .map(|t| t.data)
+}
+
+/// A CSV sink (`COPY ... STORED AS CSV`, CSV external tables) with
+/// explicit date and time formats where it has none: datafusion-proto reads
+/// an absent format back as the empty format, and the executor wrote every
+/// date and timestamp as an empty field. The formats are those the CSV
+/// writer uses by default (RFC 3339, fractions of a second only where
+/// there are any).
+fn csv_sink_with_explicit_formats(
+    node: &Arc<dyn ExecutionPlan>,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(exec) = node.downcast_ref::<DataSinkExec>() else {
+        return Ok(None);
+    };
+    let sink: &dyn std::any::Any = exec.sink();
+    let Some(csv) = sink.downcast_ref::<CsvSink>() else {
+        return Ok(None);
+    };
+    let mut options = csv.writer_options().clone();
+    let mut writer = options.writer_options.clone();
+    let mut changed = false;
+    if writer.date_format().is_none() {
+        writer = writer.with_date_format("%Y-%m-%d".to_string());
+        changed = true;
+    }
+    if writer.datetime_format().is_none() {
+        writer = writer.with_datetime_format("%Y-%m-%dT%H:%M:%S%.f".to_string());
+        changed = true;
+    }
+    if writer.timestamp_format().is_none() {
+        writer = writer.with_timestamp_format("%Y-%m-%dT%H:%M:%S%.f".to_string());
+        changed = true;
+    }
+    if writer.time_format().is_none() {
+        writer = writer.with_time_format("%H:%M:%S%.f".to_string());
+        changed = true;
+    }
+    if !changed {
+        return Ok(None);
+    }
+    options.writer_options = writer;
+    let sink = CsvSink::new(csv.config().clone(), options);
+    Ok(Some(Arc::new(DataSinkExec::new(
+        Arc::clone(exec.input()),
+        Arc::new(sink),
+        exec.sort_order().clone(),
+    ))))
 }
 
 fn decode_error(e: prost::DecodeError) -> DataFusionError {
@@ -569,7 +640,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod window_round_trip {
+mod round_trip_answers {
     use datafusion::physical_plan::{collect, displayable};
     use datafusion::prelude::SessionContext;
     use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
@@ -607,6 +678,37 @@ mod window_round_trip {
             text(&collect(decoded, ctx.task_ctx()).await.unwrap()),
             shown,
         )
+    }
+
+    #[tokio::test]
+    async fn plans_the_protobuf_would_answer_differently_are_refused() {
+        let ctx = SessionContext::new();
+        let plan = ctx
+            .sql("SELECT count(*) FILTER (WHERE x > 1) OVER () FROM (VALUES (1), (2)) AS t(x)")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let err = with_encodable_sources(plan).unwrap_err().to_string();
+        assert!(err.contains("has a FILTER (WHERE ...)"), "{err}");
+        let plan = ctx
+            .sql("SELECT count(*) OVER () FROM (VALUES (1), (2)) AS t(x)")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        assert!(with_encodable_sources(plan).is_ok());
+        let plan = ctx
+            .sql("SELECT count(*) FROM (VALUES (1), (2)) AS t(x) GROUP BY GROUPING SETS (())")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let err = with_encodable_sources(plan).unwrap_err().to_string();
+        assert!(err.contains("GROUPING SETS (())"), "{err}");
     }
 
     #[tokio::test]

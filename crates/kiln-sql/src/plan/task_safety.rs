@@ -33,6 +33,7 @@ use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, Partiti
 use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
 use crate::plan::local_stage::LocalStageExec;
@@ -102,6 +103,10 @@ impl PhysicalOptimizerRule for PartitionedHashJoins {
 ///   hash-partitioned, it is repartitioned the same way again;
 /// - an in-memory scan's fetch becomes a per-partition limit above it
 ///   (Ballista rebuilds the scan for each task without it);
+/// - a hash repartition whose output is ordered (order-preserving, or over
+///   one ordered partition) becomes a plain one with a sort of each output
+///   partition above it: Ballista's shuffle, which it becomes, does not
+///   keep the order (a window over it refused to run);
 /// - a recursive query runs as one task: each iteration of its recursive
 ///   term reads the rows of the previous one from memory its work table
 ///   shares with the query.
@@ -122,9 +127,31 @@ pub fn for_separate_tasks(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
         if let Some(rewritten) = join_in_one_task(&node)? {
             return Ok(Transformed::yes(rewritten));
         }
+        if let Some(rewritten) = sorted_after_shuffle(&node)? {
+            return Ok(Transformed::yes(rewritten));
+        }
         Ok(Transformed::no(node))
     })
     .map(|t| t.data)
+}
+
+fn sorted_after_shuffle(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(repartition) = node.downcast_ref::<RepartitionExec>() else {
+        return Ok(None);
+    };
+    // Order-preserving, or ordered because it has one input partition.
+    if !matches!(repartition.partitioning(), Partitioning::Hash(..)) {
+        return Ok(None);
+    }
+    let Some(ordering) = node.output_ordering().cloned() else {
+        return Ok(None);
+    };
+    let plain = RepartitionExec::try_new(
+        Arc::clone(repartition.input()),
+        repartition.partitioning().clone(),
+    )?;
+    let sorted = SortExec::new(ordering, Arc::new(plain)).with_preserve_partitioning(true);
+    Ok(Some(Arc::new(sorted)))
 }
 
 fn memory_fetch_as_limit(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
