@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtensionCodec};
+use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -435,22 +436,36 @@ fn csv_sink_with_explicit_formats(
     };
     let mut options = csv.writer_options().clone();
     let mut writer = options.writer_options.clone();
+    type Get = fn(&WriterBuilder) -> Option<&str>;
+    type Set = fn(WriterBuilder, String) -> WriterBuilder;
+    let defaults: [(Get, Set, &str); 4] = [
+        (
+            WriterBuilder::date_format,
+            WriterBuilder::with_date_format,
+            "%Y-%m-%d",
+        ),
+        (
+            WriterBuilder::datetime_format,
+            WriterBuilder::with_datetime_format,
+            "%Y-%m-%dT%H:%M:%S%.f",
+        ),
+        (
+            WriterBuilder::timestamp_format,
+            WriterBuilder::with_timestamp_format,
+            "%Y-%m-%dT%H:%M:%S%.f",
+        ),
+        (
+            WriterBuilder::time_format,
+            WriterBuilder::with_time_format,
+            "%H:%M:%S%.f",
+        ),
+    ];
     let mut changed = false;
-    if writer.date_format().is_none() {
-        writer = writer.with_date_format("%Y-%m-%d".to_string());
-        changed = true;
-    }
-    if writer.datetime_format().is_none() {
-        writer = writer.with_datetime_format("%Y-%m-%dT%H:%M:%S%.f".to_string());
-        changed = true;
-    }
-    if writer.timestamp_format().is_none() {
-        writer = writer.with_timestamp_format("%Y-%m-%dT%H:%M:%S%.f".to_string());
-        changed = true;
-    }
-    if writer.time_format().is_none() {
-        writer = writer.with_time_format("%H:%M:%S%.f".to_string());
-        changed = true;
+    for (get, set, format) in defaults {
+        if get(&writer).is_none() {
+            writer = set(writer, format.to_string());
+            changed = true;
+        }
     }
     if !changed {
         return Ok(None);
