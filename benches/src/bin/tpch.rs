@@ -43,7 +43,7 @@ enum Command {
         sf: f64,
         #[arg(long, default_value = "target/tpch")]
         dir: PathBuf,
-        #[arg(long, short = 'i', default_value_t = 3)]
+        #[arg(long, short = 'i', default_value_t = 3, value_parser = at_least_one)]
         iterations: usize,
         /// Comma-separated query numbers (default: all 22).
         #[arg(long, value_delimiter = ',')]
@@ -70,7 +70,7 @@ enum Command {
     Latency {
         #[arg(long, default_value = "target/tpch")]
         dir: PathBuf,
-        #[arg(long, short = 'i', default_value_t = 200)]
+        #[arg(long, short = 'i', default_value_t = 200, value_parser = at_least_one)]
         iterations: usize,
         /// As for `run`.
         #[arg(long)]
@@ -85,7 +85,7 @@ enum Command {
         sf: f64,
         #[arg(long, default_value = "target/tpch")]
         dir: PathBuf,
-        #[arg(long, short = 'i', default_value_t = 1)]
+        #[arg(long, short = 'i', default_value_t = 1, value_parser = at_least_one)]
         iterations: usize,
         /// Write the results as CSV here.
         #[arg(long)]
@@ -311,6 +311,16 @@ async fn main() -> datafusion::error::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// `--iterations`: a count of at least one (a best or a median of no runs
+/// is not a number).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
 }
 
