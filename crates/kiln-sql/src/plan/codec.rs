@@ -15,7 +15,7 @@ use ballista_core::serde::{BallistaLogicalExtensionCodec, BallistaPhysicalExtens
 use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::TableReference;
 use datafusion::datasource::file_format::csv::CsvSink;
 use datafusion::datasource::file_format::FileFormatFactory;
@@ -350,72 +350,90 @@ impl PhysicalExtensionCodec for KilnPhysicalCodec {
     }
 }
 
-/// `plan` with the nodes datafusion-proto would encode wrongly rewritten into
-/// ones it encodes as they run: a generated source (`generate_series`,
-/// `range`) read through a projection is encoded with the projected schema
-/// but a generator of the full one (a `count(*)` over it failed on the
-/// executor), so the projection moves into a `ProjectionExec` above it.
-/// Window operators get their functions' flags carried
-/// ([`window_flags::with_carried_window_flags`]).
-/// `GROUP BY GROUPING SETS (())` alone is refused: its protobuf reads back
-/// as an aggregate without grouping, whose schema lacks the grouping id the
-/// final aggregate reads (no rows came back).
-pub fn with_encodable_sources(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    let plan = window_flags::with_carried_window_flags(plan)?;
-    plan.apply(|node| {
-        if let Some(aggregate) = node.downcast_ref::<AggregateExec>() {
-            let group_by = aggregate.group_expr();
-            if group_by.is_empty() && group_by.has_grouping_set() {
-                return Err(DataFusionError::NotImplemented(
-                    "not supported yet on Ballista: GROUP BY GROUPING SETS (()) with only the \
-                     empty grouping set cannot be sent to executors yet; drop the GROUP BY for \
-                     one row over all input rows"
-                        .into(),
-                ));
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
+/// `plan` as the codecs can carry it: the nodes datafusion-proto would
+/// encode wrongly rewritten into ones it encodes as they run, in one pass:
+/// - window operators get their functions' flags carried
+///   ([`window_flags::carrying_window_flags`]);
+/// - a CSV sink gets explicit date and time formats
+///   ([`csv_sink_with_explicit_formats`]);
+/// - a generated source read through a projection gets the projection above
+///   it ([`generator_unprojected`]);
+/// - `GROUP BY GROUPING SETS (())` alone is refused: its protobuf reads back
+///   as an aggregate without grouping, whose schema lacks the grouping id the
+///   final aggregate reads (no rows came back).
+pub fn encodable(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
-        if let Some(sink) = csv_sink_with_explicit_formats(&node)? {
-            return Ok(Transformed::yes(sink));
-        }
-        let Some(lazy) = node.downcast_ref::<LazyMemoryExec>() else {
-            return Ok(Transformed::no(node));
+        refuse_lone_empty_grouping_set(&node)?;
+        let rewritten = match window_flags::carrying_window_flags(&node)? {
+            Some(rewritten) => Some(rewritten),
+            None => match csv_sink_with_explicit_formats(&node)? {
+                Some(rewritten) => Some(rewritten),
+                None => generator_unprojected(&node)?,
+            },
         };
-        let [generator] = lazy.generators().as_slice() else {
-            return Ok(Transformed::no(node));
-        };
-        // The generator makes batches of its full schema: ask a fresh copy.
-        let fresh = generator.read().reset_state();
-        let Some(sample) = fresh.write().generate_next_batch()? else {
-            return Ok(Transformed::no(node));
-        };
-        let full = sample.schema();
-        if full.fields() == lazy.schema().fields() {
-            return Ok(Transformed::no(node));
-        }
-        let projection = lazy
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| {
-                let at = full.index_of(f.name())?;
-                Ok((
-                    Arc::new(Column::new(f.name(), at))
-                        as Arc<dyn datafusion::physical_plan::PhysicalExpr>,
-                    f.name().clone(),
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut unprojected = LazyMemoryExec::try_new(full, vec![generator.read().reset_state()])?;
-        unprojected.try_set_partitioning(lazy.properties().partitioning.clone())?;
-        let projected = ProjectionExec::try_new(projection, Arc::new(unprojected))?;
-        Ok(Transformed::yes(
-            Arc::new(projected) as Arc<dyn ExecutionPlan>
-        ))
+        Ok(match rewritten {
+            Some(rewritten) => Transformed::yes(rewritten),
+            None => Transformed::no(node),
+        })
     })
     .map(|t| t.data)
+}
+
+fn refuse_lone_empty_grouping_set(node: &Arc<dyn ExecutionPlan>) -> Result<()> {
+    let Some(aggregate) = node.downcast_ref::<AggregateExec>() else {
+        return Ok(());
+    };
+    let group_by = aggregate.group_expr();
+    if group_by.is_empty() && group_by.has_grouping_set() {
+        return Err(DataFusionError::NotImplemented(
+            "not supported yet on Ballista: GROUP BY GROUPING SETS (()) with only the \
+             empty grouping set cannot be sent to executors yet; drop the GROUP BY for \
+             one row over all input rows"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A generated source (`generate_series`, `range`) read through a
+/// projection, as the unprojected source under a `ProjectionExec`:
+/// datafusion-proto encodes the projected schema with a generator of the
+/// full one (a `count(*)` over it failed on the executor).
+fn generator_unprojected(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(lazy) = node.downcast_ref::<LazyMemoryExec>() else {
+        return Ok(None);
+    };
+    let [generator] = lazy.generators().as_slice() else {
+        return Ok(None);
+    };
+    // The generator makes batches of its full schema: ask a fresh copy.
+    let fresh = generator.read().reset_state();
+    let Some(sample) = fresh.write().generate_next_batch()? else {
+        return Ok(None);
+    };
+    let full = sample.schema();
+    if full.fields() == lazy.schema().fields() {
+        return Ok(None);
+    }
+    let projection = lazy
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| {
+            let at = full.index_of(f.name())?;
+            Ok((
+                Arc::new(Column::new(f.name(), at))
+                    as Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+                f.name().clone(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut unprojected = LazyMemoryExec::try_new(full, vec![generator.read().reset_state()])?;
+    unprojected.try_set_partitioning(lazy.properties().partitioning.clone())?;
+    Ok(Some(Arc::new(ProjectionExec::try_new(
+        projection,
+        Arc::new(unprojected),
+    )?)))
 }
 
 /// A CSV sink (`COPY ... STORED AS CSV`, CSV external tables) with
@@ -555,27 +573,62 @@ fn decode_recursive_query(
 
 #[cfg(test)]
 mod tests {
+    use datafusion::arrow::array::RecordBatch;
     use datafusion::physical_plan::{collect, displayable};
-    use datafusion::prelude::SessionContext;
+    use datafusion::prelude::{SessionConfig, SessionContext};
     use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_local_stage_round_trips_with_its_exchanges_and_gives_the_same_rows() {
-        let ctx = SessionContext::new_with_config(
-            datafusion::prelude::SessionConfig::new().with_target_partitions(3),
-        );
-        let plan = ctx
-            .sql(
-                "SELECT k, count(*) AS n FROM (SELECT column1 % 7 AS k FROM \
-                 (VALUES (1), (2), (3), (9), (10), (23))) GROUP BY k ORDER BY k",
-            )
+    async fn physical(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        ctx.sql(sql)
             .await
             .unwrap()
             .create_physical_plan()
             .await
+            .unwrap()
+    }
+
+    fn encoded(plan: Arc<dyn ExecutionPlan>) -> Vec<u8> {
+        let mut buf = vec![];
+        KilnPhysicalCodec::default()
+            .try_encode(plan, &mut buf, &DefaultPhysicalProtoConverter {})
             .unwrap();
+        buf
+    }
+
+    fn decoded(ctx: &SessionContext, buf: &[u8]) -> Arc<dyn ExecutionPlan> {
+        KilnPhysicalCodec::default()
+            .try_decode(buf, &[], &ctx.task_ctx(), &DefaultPhysicalProtoConverter {})
+            .unwrap()
+    }
+
+    async fn rows(ctx: &SessionContext, plan: Arc<dyn ExecutionPlan>) -> String {
+        let batches: Vec<RecordBatch> = collect(plan, ctx.task_ctx()).await.unwrap();
+        datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string()
+    }
+
+    /// The rows of `sql` run in this process, and after its plan went
+    /// through Kiln's codec as the client sends it, and the plan.
+    async fn here_and_sent(ctx: &SessionContext, sql: &str) -> (String, String, String) {
+        let plan = physical(ctx, sql).await;
+        let sent = encodable(Arc::clone(&plan)).unwrap();
+        let received = decoded(ctx, &encoded(Arc::new(LocalStageExec::new(sent))));
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        (rows(ctx, plan).await, rows(ctx, received).await, shown)
+    }
+
+    #[tokio::test]
+    async fn a_local_stage_round_trips_with_its_exchanges_and_gives_the_same_rows() {
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(3));
+        let plan = physical(
+            &ctx,
+            "SELECT k, count(*) AS n FROM (SELECT column1 % 7 AS k FROM \
+             (VALUES (1), (2), (3), (9), (10), (23))) GROUP BY k ORDER BY k",
+        )
+        .await;
         let stage: Arc<dyn ExecutionPlan> = Arc::new(LocalStageExec::new(plan));
         let inner_plan = |stage: &Arc<dyn ExecutionPlan>| {
             let stage = stage
@@ -590,139 +643,64 @@ mod tests {
             "Ballista's stage planner sees a leaf"
         );
 
-        let codec = KilnPhysicalCodec::default();
-        let converter = DefaultPhysicalProtoConverter {};
-        let mut buf = vec![];
-        codec
-            .try_encode(Arc::clone(&stage), &mut buf, &converter)
-            .unwrap();
+        let buf = encoded(Arc::clone(&stage));
         assert_eq!((&buf[..4], buf[5]), (&b"KILN"[..], TAG_LOCAL_STAGE));
-        let decoded = codec
-            .try_decode(&buf, &[], &ctx.task_ctx(), &converter)
-            .unwrap();
+        let decoded = decoded(&ctx, &buf);
         assert_eq!(inner_plan(&decoded), inner);
 
-        let expected = collect(Arc::clone(&stage), ctx.task_ctx()).await.unwrap();
-        let got = collect(decoded, ctx.task_ctx()).await.unwrap();
-        let text = |b: &[datafusion::arrow::array::RecordBatch]| {
-            datafusion::arrow::util::pretty::pretty_format_batches(b)
-                .unwrap()
-                .to_string()
-        };
-        assert_eq!(text(&got), text(&expected));
-        assert!(text(&got).contains("| 2 | 3 |"), "{}", text(&got));
+        let expected = rows(&ctx, Arc::clone(&stage)).await;
+        let got = rows(&ctx, decoded).await;
+        assert_eq!(got, expected);
+        assert!(got.contains("| 2 | 3 |"), "{got}");
     }
 
     #[tokio::test]
     async fn a_recursive_query_round_trips_with_its_work_table_and_gives_the_same_rows() {
-        let ctx = SessionContext::new_with_config(
-            datafusion::prelude::SessionConfig::new().with_target_partitions(3),
-        );
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(3));
         // The recursive term reads one of the work table's two columns, and
         // joins, so the plan has exchanges inside the recursion.
-        let plan = ctx
-            .sql(
-                "WITH RECURSIVE t(n, label) AS (SELECT 1, 'a' UNION ALL \
-                 SELECT t.n + s.step, 'b' FROM t JOIN (VALUES (1), (2)) s(step) ON true \
-                 WHERE t.n < 20) SELECT n, count(*) AS c FROM t GROUP BY n ORDER BY n",
-            )
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical(
+            &ctx,
+            "WITH RECURSIVE t(n, label) AS (SELECT 1, 'a' UNION ALL \
+             SELECT t.n + s.step, 'b' FROM t JOIN (VALUES (1), (2)) s(step) ON true \
+             WHERE t.n < 20) SELECT n, count(*) AS c FROM t GROUP BY n ORDER BY n",
+        )
+        .await;
         let shown = displayable(plan.as_ref()).indent(true).to_string();
         assert!(shown.contains("RecursiveQueryExec"), "{shown}");
-        let codec = KilnPhysicalCodec::default();
-        let converter = DefaultPhysicalProtoConverter {};
-        let stage: Arc<dyn ExecutionPlan> = Arc::new(LocalStageExec::new(Arc::clone(&plan)));
-        let mut buf = vec![];
-        codec.try_encode(stage, &mut buf, &converter).unwrap();
-        let decoded = codec
-            .try_decode(&buf, &[], &ctx.task_ctx(), &converter)
-            .unwrap();
-        let text = |b: &[datafusion::arrow::array::RecordBatch]| {
-            datafusion::arrow::util::pretty::pretty_format_batches(b)
-                .unwrap()
-                .to_string()
-        };
-        let expected = text(&collect(plan, ctx.task_ctx()).await.unwrap());
-        let got = text(&collect(decoded, ctx.task_ctx()).await.unwrap());
+        let decoded = decoded(
+            &ctx,
+            &encoded(Arc::new(LocalStageExec::new(Arc::clone(&plan)))),
+        );
+        let expected = rows(&ctx, plan).await;
+        let got = rows(&ctx, decoded).await;
         assert_eq!(got, expected);
         // Paths to 20 with steps of 1 and 2: Fibonacci numbers.
         assert!(got.contains("| 20 | 6765 |"), "{got}");
-    }
-}
-
-#[cfg(test)]
-mod round_trip_answers {
-    use datafusion::physical_plan::{collect, displayable};
-    use datafusion::prelude::SessionContext;
-    use datafusion_proto::physical_plan::DefaultPhysicalProtoConverter;
-
-    use super::*;
-
-    /// The rows of `sql` run in this process, and after its plan went
-    /// through Kiln's codec as the client sends it.
-    async fn here_and_sent(ctx: &SessionContext, sql: &str) -> (String, String, String) {
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let sent = with_encodable_sources(Arc::clone(&plan)).unwrap();
-        let codec = KilnPhysicalCodec::default();
-        let converter = DefaultPhysicalProtoConverter {};
-        let mut buf = vec![];
-        codec
-            .try_encode(Arc::new(LocalStageExec::new(sent)), &mut buf, &converter)
-            .unwrap();
-        let decoded = codec
-            .try_decode(&buf, &[], &ctx.task_ctx(), &converter)
-            .unwrap();
-        let text = |b: &[datafusion::arrow::array::RecordBatch]| {
-            datafusion::arrow::util::pretty::pretty_format_batches(b)
-                .unwrap()
-                .to_string()
-        };
-        let shown = displayable(plan.as_ref()).indent(true).to_string();
-        (
-            text(&collect(plan, ctx.task_ctx()).await.unwrap()),
-            text(&collect(decoded, ctx.task_ctx()).await.unwrap()),
-            shown,
-        )
     }
 
     #[tokio::test]
     async fn plans_the_protobuf_would_answer_differently_are_refused() {
         let ctx = SessionContext::new();
-        let plan = ctx
-            .sql("SELECT count(*) FILTER (WHERE x > 1) OVER () FROM (VALUES (1), (2)) AS t(x)")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let err = with_encodable_sources(plan).unwrap_err().to_string();
+        let plan = physical(
+            &ctx,
+            "SELECT count(*) FILTER (WHERE x > 1) OVER () FROM (VALUES (1), (2)) AS t(x)",
+        )
+        .await;
+        let err = encodable(plan).unwrap_err().to_string();
         assert!(err.contains("has a FILTER (WHERE ...)"), "{err}");
-        let plan = ctx
-            .sql("SELECT count(*) OVER () FROM (VALUES (1), (2)) AS t(x)")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        assert!(with_encodable_sources(plan).is_ok());
-        let plan = ctx
-            .sql("SELECT count(*) FROM (VALUES (1), (2)) AS t(x) GROUP BY GROUPING SETS (())")
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let err = with_encodable_sources(plan).unwrap_err().to_string();
+        let plan = physical(
+            &ctx,
+            "SELECT count(*) OVER () FROM (VALUES (1), (2)) AS t(x)",
+        )
+        .await;
+        assert!(encodable(plan).is_ok());
+        let plan = physical(
+            &ctx,
+            "SELECT count(*) FROM (VALUES (1), (2)) AS t(x) GROUP BY GROUPING SETS (())",
+        )
+        .await;
+        let err = encodable(plan).unwrap_err().to_string();
         assert!(err.contains("GROUPING SETS (())"), "{err}");
     }
 

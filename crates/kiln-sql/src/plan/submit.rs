@@ -34,7 +34,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use futures::TryStreamExt;
 
-use crate::plan::codec::with_encodable_sources;
+use crate::plan::codec::encodable;
 use crate::plan::local_stage::{write_inner_plan, LocalStageExec};
 use crate::plan::physical::kiln_physical_planner;
 use crate::plan::task_runtime::with_runtime_limits;
@@ -88,7 +88,7 @@ impl QueryPlanner for ClientQueryPlanner {
         if scans_only_information_schema(logical_plan)? {
             return Ok(plan);
         }
-        let plan = with_encodable_sources(plan)?;
+        let plan = encodable(plan)?;
         let plan: Arc<dyn ExecutionPlan> = if self.one_stage {
             Arc::new(LocalStageExec::new(plan))
         } else {

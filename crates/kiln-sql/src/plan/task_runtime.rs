@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use datafusion::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::disk_manager::DEFAULT_MAX_TEMP_DIRECTORY_SIZE;
 use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::SessionConfig;
@@ -94,7 +95,7 @@ pub fn with_runtime_limits(mut config: SessionConfig, runtime: &RuntimeEnv) -> S
             MemoryLimit::Infinite | MemoryLimit::Unknown => None,
         },
         max_temp_directory_size: Some(runtime.disk_manager.max_temp_directory_size())
-            .filter(|&bytes| bytes != RuntimeEnv::default().disk_manager.max_temp_directory_size()),
+            .filter(|&bytes| bytes != DEFAULT_MAX_TEMP_DIRECTORY_SIZE),
     };
     config.options_mut().extensions.insert(limits);
     config

@@ -27,6 +27,7 @@ use datafusion::common::JoinType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::source::{DataSource, DataSourceExec};
 use datafusion::error::Result;
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
@@ -100,7 +101,8 @@ impl PhysicalOptimizerRule for PartitionedHashJoins {
 ///   semi, anti, mark; nested-loop joins, and the null-aware hash joins
 ///   [`PartitionedHashJoins`] leaves) runs with its inputs as one task
 ///   ([`LocalStageExec`]), so it sees every probe row; where its output was
-///   hash-partitioned, it is repartitioned the same way again;
+///   hash-partitioned, it is repartitioned the same way again (and sorted
+///   again where it was ordered);
 /// - an in-memory scan's fetch becomes a per-partition limit above it
 ///   (Ballista rebuilds the scan for each task without it);
 /// - a hash repartition whose output is ordered (order-preserving, or over
@@ -139,19 +141,37 @@ fn sorted_after_shuffle(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn 
     let Some(repartition) = node.downcast_ref::<RepartitionExec>() else {
         return Ok(None);
     };
-    // Order-preserving, or ordered because it has one input partition.
     if !matches!(repartition.partitioning(), Partitioning::Hash(..)) {
         return Ok(None);
     }
+    // Order-preserving, or ordered because it has one input partition.
     let Some(ordering) = node.output_ordering().cloned() else {
         return Ok(None);
     };
-    let plain = RepartitionExec::try_new(
+    shuffled_in_order(
         Arc::clone(repartition.input()),
         repartition.partitioning().clone(),
-    )?;
-    let sorted = SortExec::new(ordering, Arc::new(plain)).with_preserve_partitioning(true);
-    Ok(Some(Arc::new(sorted)))
+        Some(ordering),
+    )
+    .map(Some)
+}
+
+/// `input` hash-repartitioned as a Ballista shuffle will do it, with each
+/// output partition sorted by `ordering` again: the shuffle does not keep
+/// the order an order-preserving repartition would.
+fn shuffled_in_order(
+    input: Arc<dyn ExecutionPlan>,
+    partitioning: Partitioning,
+    ordering: Option<LexOrdering>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let repartition: Arc<dyn ExecutionPlan> =
+        Arc::new(RepartitionExec::try_new(input, partitioning)?);
+    Ok(match ordering {
+        Some(ordering) => {
+            Arc::new(SortExec::new(ordering, repartition).with_preserve_partitioning(true))
+        }
+        None => repartition,
+    })
 }
 
 fn memory_fetch_as_limit(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
@@ -205,14 +225,11 @@ fn join_in_one_task(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Exec
         LocalStageExec::new(Arc::clone(node)),
     )));
     match node.output_partitioning() {
-        Partitioning::Hash(exprs, n) if *n > 1 => {
-            let mut repartition =
-                RepartitionExec::try_new(one_task, Partitioning::Hash(exprs.clone(), *n))?;
-            if node.output_ordering().is_some() {
-                repartition = repartition.with_preserve_order();
-            }
-            Ok(Some(Arc::new(repartition)))
-        }
+        partitioning @ Partitioning::Hash(_, n) if *n > 1 => Ok(Some(shuffled_in_order(
+            one_task,
+            partitioning.clone(),
+            node.output_ordering().cloned(),
+        )?)),
         _ => Ok(Some(one_task)),
     }
 }

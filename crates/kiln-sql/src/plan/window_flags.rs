@@ -6,7 +6,7 @@
 //! `nth_value(c, 2) OVER (ORDER BY c DESC)` over rows sorted ascending).
 //! Without them an executor computed other answers, silently.
 //!
-//! Before a plan leaves the client, [`with_carried_window_flags`] wraps each
+//! Before a plan leaves the client, [`carrying_window_flags`] wraps each
 //! such operator in a [`FlaggedWindowExec`], which runs it unchanged and
 //! which Kiln's codec encodes with the flags ([`encode`], [`decode`]). The
 //! wrapper stays around the decoded operator, so a scheduler re-encoding a
@@ -15,7 +15,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::ReversedUDWF;
@@ -90,33 +90,28 @@ fn has_aggregate_filter(expr: &Arc<dyn WindowExpr>) -> bool {
         .is_some_and(|at| debug[at..].starts_with("filter: Some("))
 }
 
-/// `plan` with every window operator whose functions have a flag set
-/// wrapped in a [`FlaggedWindowExec`]. A window aggregate with a `FILTER`
-/// is refused: it cannot be sent to the executors yet.
-pub fn with_carried_window_flags(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| {
-        if let Some(filtered) = window_exprs(node.as_ref())
-            .and_then(|exprs| exprs.iter().find(|e| has_aggregate_filter(e)))
-        {
-            return Err(DataFusionError::NotImplemented(format!(
-                "not supported yet on Ballista: the window aggregate {} has a FILTER (WHERE ...), \
-                 which cannot be sent to executors yet; write the condition into the \
-                 aggregate's argument instead, e.g. count(CASE WHEN cond THEN 1 END) OVER (...)",
-                filtered.name()
-            )));
-        }
-        let flagged = window_exprs(node.as_ref()).is_some_and(|exprs| {
-            exprs
-                .iter()
-                .any(|e| udwf_flags(e).is_some_and(|f| f != Flags::default()))
-        });
-        if !flagged || node.downcast_ref::<FlaggedWindowExec>().is_some() {
-            return Ok(Transformed::no(node));
-        }
-        let wrapped: Arc<dyn ExecutionPlan> = Arc::new(FlaggedWindowExec::new(node));
-        Ok(Transformed::new(wrapped, true, TreeNodeRecursion::Continue))
-    })
-    .map(|t| t.data)
+/// `node` wrapped in a [`FlaggedWindowExec`] if it is a window operator
+/// whose functions have a flag set; `None` for any other node. A window
+/// aggregate with a `FILTER` is refused: it cannot be sent to the executors
+/// yet.
+pub fn carrying_window_flags(
+    node: &Arc<dyn ExecutionPlan>,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(exprs) = window_exprs(node.as_ref()) else {
+        return Ok(None);
+    };
+    if let Some(filtered) = exprs.iter().find(|e| has_aggregate_filter(e)) {
+        return Err(DataFusionError::NotImplemented(format!(
+            "not supported yet on Ballista: the window aggregate {} has a FILTER (WHERE ...), \
+             which cannot be sent to executors yet; write the condition into the \
+             aggregate's argument instead, e.g. count(CASE WHEN cond THEN 1 END) OVER (...)",
+            filtered.name()
+        )));
+    }
+    let flagged = exprs
+        .iter()
+        .any(|e| udwf_flags(e).is_some_and(|f| f != Flags::default()));
+    Ok(flagged.then(|| Arc::new(FlaggedWindowExec::new(Arc::clone(node))) as _))
 }
 
 /// A window operator ([`BoundedWindowAggExec`] or [`WindowAggExec`]), run as
