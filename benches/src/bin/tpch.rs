@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -64,6 +65,10 @@ enum Command {
         /// The cluster's token.
         #[arg(long, env = "KILN_TOKEN")]
         token: Option<String>,
+        /// Write Kiln's answer to each query here as `qN.csv` (compared with
+        /// DuckDB's by `benches/tpch/duckdb_tpch.py --compare`).
+        #[arg(long)]
+        answers: Option<PathBuf>,
     },
     /// One trivial statement (`SELECT 1`) run `iterations` times in one
     /// session, on Kiln and on plain DataFusion: median and mean latency.
@@ -223,8 +228,12 @@ async fn main() -> datafusion::error::Result<()> {
             kiln_set,
             cluster,
             token,
+            answers,
         } => {
             let partitions = partitions.unwrap_or_else(cores);
+            if let Some(dir) = &answers {
+                std::fs::create_dir_all(dir)?;
+            }
             let kiln = open_lake(&dir, sf, partitions, cluster, token).await?;
             for setting in &kiln_set {
                 let (key, value) = setting.split_once('=').unwrap_or((setting, ""));
@@ -266,6 +275,10 @@ async fn main() -> datafusion::error::Result<()> {
                     datafusion_rows(&plain_kiln_config, &sql).await
                 })
                 .await?;
+                if let Some(dir) = &answers {
+                    let answer = kiln.execute(&sql).await?;
+                    write_csv(&dir.join(format!("q{n}.csv")), &answer.batches)?;
+                }
                 total_kiln += kiln_time;
                 total_df += df_time;
                 total_df_kiln += df_kiln_time;
@@ -312,6 +325,14 @@ async fn main() -> datafusion::error::Result<()> {
             Ok(())
         }
     }
+}
+
+fn write_csv(path: &Path, batches: &[RecordBatch]) -> datafusion::error::Result<()> {
+    let mut writer = datafusion::arrow::csv::Writer::new(std::fs::File::create(path)?);
+    for batch in batches {
+        writer.write(batch)?;
+    }
+    Ok(())
 }
 
 /// `--iterations`: a count of at least one (a best or a median of no runs

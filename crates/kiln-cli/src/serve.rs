@@ -29,7 +29,7 @@ pub async fn scheduler(args: SchedulerArgs, global: &GlobalArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {}: {e}", args.bind)),
     };
-    let running = match cluster::start_scheduler(listener, &options, None).await {
+    let running = match cluster::start_scheduler(listener, &options).await {
         Ok(r) => r,
         Err(e) => return fail(strip_kind(&e)),
     };
@@ -98,7 +98,7 @@ pub async fn executor(args: ExecutorArgs, global: &GlobalArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fail(format!("cannot listen on {}: {e}", args.bind)),
     };
-    let mut running = match cluster::start_executor(listener, &options, None).await {
+    let mut running = match cluster::start_executor(listener, &options).await {
         Ok(r) => r,
         Err(e) => return fail(strip_kind(&e)),
     };

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod embedded;
+mod handoff;
 pub mod server;
 
 use std::collections::HashMap;
@@ -82,9 +83,5 @@ impl Cluster for embedded::EmbeddedCluster {
 
     fn is_embedded(&self) -> bool {
         true
-    }
-
-    fn statement_guard(&self) -> Option<Box<dyn Send>> {
-        Some(Box::new(self.in_flight()))
     }
 }

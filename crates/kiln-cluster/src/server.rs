@@ -52,6 +52,7 @@ use tokio_stream::StreamExt;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Channel;
 
+use crate::handoff::{self, LongPollScheduler, WakeOnDrop};
 use kiln_sql::{
     kiln_scheduler_state, kiln_session_config, kiln_state, planning_runtime, task_runtime, Stages,
 };
@@ -199,12 +200,10 @@ impl RunningScheduler {
     }
 }
 
-/// Starts a scheduler on `listener`. `on_work_available` is notified when a
-/// stage becomes runnable (the embedded executor listens to it).
+/// Starts a scheduler on `listener`.
 pub async fn start_scheduler(
     listener: TcpListener,
     options: &SchedulerOptions,
-    on_work_available: Option<Arc<Notify>>,
 ) -> Result<RunningScheduler> {
     let base_config = kiln_session_config(options.target_partitions);
     let logical = base_config.ballista_logical_extension_codec();
@@ -235,9 +234,9 @@ pub async fn start_scheduler(
     policy.executor_timeout_seconds = options.executor_timeout.as_secs().max(1);
     policy.expire_dead_executor_interval_seconds = (options.executor_timeout.as_secs() / 4).max(1);
     policy.task_max_failures = options.task_max_failures.max(1);
-    if let Some(notify) = on_work_available {
-        policy = policy.with_on_work_available(Arc::new(move |_| notify.notify_one()));
-    }
+    let work_available = Arc::new(Notify::new());
+    let notify = Arc::clone(&work_available);
+    policy = policy.with_on_work_available(Arc::new(move |_| notify.notify_waiters()));
     let policy = Arc::new(policy);
     let mut scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode> = SchedulerServer::new(
         address.to_string(),
@@ -253,7 +252,7 @@ pub async fn start_scheduler(
 
     let mut routes = RoutesBuilder::default();
     routes.add_service(
-        SchedulerGrpcServer::new(scheduler.clone())
+        SchedulerGrpcServer::new(LongPollScheduler::new(scheduler.clone(), work_available))
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message),
     );
@@ -414,6 +413,7 @@ pub struct RunningExecutor {
         tonic::service::interceptor::InterceptedService<Channel, TokenInterceptor>,
     >,
     polling: tokio::task::JoinHandle<std::result::Result<(), ballista_core::error::BallistaError>>,
+    ticker: tokio::task::JoinHandle<()>,
     stop_flight: Option<oneshot::Sender<()>>,
     _work_dir: Option<tempfile::TempDir>,
 }
@@ -458,6 +458,12 @@ impl RunningExecutor {
     }
 }
 
+impl Drop for RunningExecutor {
+    fn drop(&mut self) {
+        self.ticker.abort();
+    }
+}
+
 /// Ballista's stage execution, minus per-operator metrics in task reports.
 ///
 /// The scheduler restricts each task's plan to its partitions; when a task
@@ -467,7 +473,12 @@ impl RunningExecutor {
 /// the stage metrics array size"), drops its status update and the job never
 /// finishes (`SELECT ... FROM t UNION ALL SELECT 1` hangs on executors with
 /// one slot). Reports without operator metrics are accepted as they are.
-struct StageEngine(DefaultExecutionEngine);
+/// Each task's stage executor also wakes the poll loop when the task is done
+/// ([`handoff::WakeOnDrop`]).
+struct StageEngine {
+    inner: DefaultExecutionEngine,
+    poll_now: Arc<Notify>,
+}
 
 impl ExecutionEngine for StageEngine {
     fn create_query_stage_exec(
@@ -480,7 +491,7 @@ impl ExecutionEngine for StageEngine {
         work_dir: &str,
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
-        let inner = self.0.create_query_stage_exec(
+        let inner = self.inner.create_query_stage_exec(
             job_id,
             stage_id,
             task_id,
@@ -489,16 +500,22 @@ impl ExecutionEngine for StageEngine {
             work_dir,
             config,
         )?;
-        Ok(Arc::new(WithoutOperatorMetrics(inner)))
+        Ok(Arc::new(WithoutOperatorMetrics {
+            inner,
+            _wake: WakeOnDrop(Arc::clone(&self.poll_now)),
+        }))
     }
 }
 
 #[derive(Debug)]
-struct WithoutOperatorMetrics(Arc<dyn QueryStageExecutor>);
+struct WithoutOperatorMetrics {
+    inner: Arc<dyn QueryStageExecutor>,
+    _wake: WakeOnDrop,
+}
 
 impl std::fmt::Display for WithoutOperatorMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        self.inner.fmt(f)
     }
 }
 
@@ -509,7 +526,7 @@ impl QueryStageExecutor for WithoutOperatorMetrics {
         task_id: usize,
         context: Arc<datafusion::execution::TaskContext>,
     ) -> Result<Vec<ballista_core::serde::protobuf::ShuffleWritePartition>> {
-        self.0.execute_query_stage(task_id, context).await
+        self.inner.execute_query_stage(task_id, context).await
     }
 
     fn collect_plan_metrics(&self) -> Vec<datafusion::physical_plan::metrics::MetricsSet> {
@@ -519,17 +536,17 @@ impl QueryStageExecutor for WithoutOperatorMetrics {
     fn collect_runtime_stats_reports(
         &self,
     ) -> Vec<ballista_core::serde::protobuf::RuntimeStatsReport> {
-        self.0.collect_runtime_stats_reports()
+        self.inner.collect_runtime_stats_reports()
     }
 
     fn collect_window_state_reports(
         &self,
     ) -> Result<Vec<ballista_core::serde::protobuf::WindowStateReport>> {
-        self.0.collect_window_state_reports()
+        self.inner.collect_window_state_reports()
     }
 
     fn collect_column_stats(&self) -> Vec<ballista_core::serde::protobuf::TaskColumnStats> {
-        self.0.collect_column_stats()
+        self.inner.collect_column_stats()
     }
 }
 
@@ -565,11 +582,10 @@ impl tonic::service::Interceptor for TokenInterceptor {
 }
 
 /// Starts an executor serving shuffle data on `listener` and polling the
-/// scheduler. `poll_now` wakes the poll loop early (embedded mode).
+/// scheduler.
 pub async fn start_executor(
     listener: TcpListener,
     options: &ExecutorOptions,
-    poll_now: Option<Arc<Notify>>,
 ) -> Result<RunningExecutor> {
     let mut config = kiln_session_config(options.target_partitions);
     if let Some(ca) = &options.tls_ca {
@@ -630,6 +646,7 @@ pub async fn start_executor(
         None => Arc::new(RuntimeEnv::default()),
     };
     let executor_config = config.upgrade_for_ballista();
+    let poll_now = Arc::new(Notify::new());
     let executor = Arc::new(Executor::new(
         registration,
         &work_dir,
@@ -638,7 +655,10 @@ pub async fn start_executor(
         Arc::new((&state).into()),
         Arc::new(LoggingMetricsCollector::default()),
         options.slots,
-        Arc::new(StageEngine(DefaultExecutionEngine::new())),
+        Arc::new(StageEngine {
+            inner: DefaultExecutionEngine::new(),
+            poll_now: Arc::clone(&poll_now),
+        }),
     ));
 
     let health = ExecutorHealth::default();
@@ -672,10 +692,11 @@ pub async fn start_executor(
         scheduler.clone(),
         executor,
         BallistaCodec::<LogicalPlanNode, PhysicalPlanNode>::new(logical, physical),
-        poll_now,
+        Some(Arc::clone(&poll_now)),
         Some(Arc::clone(&free_slots)),
         health,
     ));
+    let ticker = handoff::poll_ticker(poll_now);
     Ok(RunningExecutor {
         id,
         address,
@@ -683,6 +704,7 @@ pub async fn start_executor(
         free_slots,
         scheduler,
         polling,
+        ticker,
         stop_flight: Some(stop_flight),
         _work_dir: temp_dir,
     })

@@ -151,11 +151,6 @@ pub trait Cluster: Send + Sync {
     fn scheduler_url(&self) -> &str;
     /// Whether the executors are this process (device checks then run before any round).
     fn is_embedded(&self) -> bool;
-    /// Held while one statement runs (an embedded cluster polls for work
-    /// faster meanwhile); dropped when it ends.
-    fn statement_guard(&self) -> Option<Box<dyn Send>> {
-        None
-    }
 }
 
 impl KilnSession {
@@ -302,7 +297,6 @@ impl KilnSession {
     /// Executes one statement. A panic anywhere below becomes an internal error.
     pub async fn execute(&self, sql: &str) -> Result<StatementResult> {
         let mut tables = Vec::new();
-        let _in_flight = self.cluster.statement_guard();
         let outcome = AssertUnwindSafe(exec::execute(self, sql, &mut tables))
             .catch_unwind()
             .await;
