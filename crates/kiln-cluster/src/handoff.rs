@@ -206,3 +206,34 @@ pub fn poll_ticker(poll_now: Arc<Notify>) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use ballista_core::serde::protobuf::ExecutorRegistration;
+
+    use super::*;
+
+    fn poll(slots: u32, free: u32) -> PollWorkParams {
+        PollWorkParams {
+            metadata: Some(ExecutorRegistration {
+                specification: Some(ExecutorSpecification { vcores: slots }.into()),
+                ..Default::default()
+            }),
+            num_free_vcores: free,
+            task_status: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_an_executor_running_no_task_waits() {
+        assert!(idle(&poll(2, 2)));
+        assert!(!idle(&poll(2, 1)));
+        assert!(!idle(&poll(2, 0)));
+        // Without a specification nothing says it is idle: answer at once.
+        let unknown = PollWorkParams {
+            metadata: None,
+            ..poll(2, 2)
+        };
+        assert!(!idle(&unknown));
+    }
+}
