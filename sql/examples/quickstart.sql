@@ -96,8 +96,10 @@ FROM (
 WHERE rank <= 2
 ORDER BY country, rank;
 
--- 6. Train models on the features (each epoch is one Ballista job), evaluate
---    them, and predict. Models are versioned in lake/_models/.
+-- 6. Train models on the features (each round is one Ballista job), evaluate
+--    them, and predict. Models are versioned in lake/_models/. The defaults
+--    need no tuning: features are standardized inside the model, linear
+--    regression is solved exactly and logistic regression by L-BFGS.
 CREATE OR REPLACE TABLE training_set AS
 SELECT
     CAST(orders AS DOUBLE) AS orders,
@@ -109,12 +111,10 @@ SELECT
 FROM customer_features;
 
 TRAIN MODEL OR REPLACE spend_model USING linear_regression
-  OPTIONS (solver = 'normal')
   LABEL spend FEATURES (orders, age, returns)
   AS SELECT orders, age, returns, spend FROM training_set;
 
 TRAIN MODEL OR REPLACE pro_model USING logistic_regression
-  OPTIONS (epochs = 20, learning_rate = 0.1, seed = 7)
   LABEL is_pro FEATURES (orders, spend, returns)
   AS SELECT orders, spend, returns, is_pro FROM training_set;
 

@@ -19,10 +19,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Batch;
 use crate::fit::{initial_centroids, EpochRecord, History};
+use crate::lbfgs::{Lbfgs, Progress, Stop};
 use crate::metrics::Metrics;
 use crate::model::{Model, Task};
-use crate::options::{Solver, TrainOptions};
-use crate::train::{combine, split_held_out, NormalStats, RoundTrainer, RoundUpdate};
+use crate::options::{OptimizerKind, Solver, TrainOptions, NORMAL_MAX_DIMS};
+use crate::standardize::Moments;
+use crate::train::{combine, split_held_out, GradientSums, NormalStats, RoundTrainer, RoundUpdate};
 use crate::{MlError, Result};
 
 /// How many leading rows of the training data kmeans draws its starting centroids from.
@@ -37,6 +39,12 @@ pub enum RoundKind {
     Train,
     /// Sums of XᵀX and Xᵀy over the training rows, for the exact least-squares solver.
     NormalEquations,
+    /// Feature (and regression label) means and variances over the training
+    /// rows, for standardization.
+    Moments,
+    /// The training loss and its gradient summed over the training rows at
+    /// the round's parameters (an L-BFGS evaluation).
+    Gradient,
     /// Only score the held-out rows with the round's parameters.
     Validate,
 }
@@ -76,6 +84,8 @@ impl Round {
 pub enum PartitionOutcome {
     Update(RoundUpdate),
     Normal(NormalStats),
+    Moments(Moments),
+    Gradient(GradientSums),
 }
 
 /// One partition's result, keyed by its shard key ([`Batch::shard_key`] of
@@ -99,7 +109,13 @@ pub struct PartitionRound<'a> {
 
 enum Work<'a> {
     Trainer(Box<RoundTrainer<'a>>),
-    Normal { stats: NormalStats, offset: u64 },
+    /// Sums over the training rows; `offset` is the partition's row count so
+    /// far (for the held-out split).
+    Sums {
+        sums: PartitionOutcome,
+        offset: u64,
+        model: Option<Box<Model>>,
+    },
 }
 
 impl<'a> PartitionRound<'a> {
@@ -114,9 +130,20 @@ impl<'a> PartitionRound<'a> {
 
     fn start(&self, shard: u64) -> Work<'a> {
         match self.round.kind {
-            RoundKind::NormalEquations => Work::Normal {
-                stats: NormalStats::new(self.round.model.dims),
+            RoundKind::NormalEquations => Work::Sums {
+                sums: PartitionOutcome::Normal(NormalStats::new(self.round.model.dims)),
                 offset: 0,
+                model: None,
+            },
+            RoundKind::Moments => Work::Sums {
+                sums: PartitionOutcome::Moments(Moments::new(self.round.model.dims)),
+                offset: 0,
+                model: None,
+            },
+            RoundKind::Gradient => Work::Sums {
+                sums: PartitionOutcome::Gradient(GradientSums::new(self.round.params.len())),
+                offset: 0,
+                model: Some(Box::new(self.round.start_model())),
             },
             RoundKind::Train | RoundKind::Validate => Work::Trainer(Box::new(RoundTrainer::new(
                 self.round.start_model(),
@@ -139,10 +166,26 @@ impl<'a> PartitionRound<'a> {
                 trainer.score_held_out(backend, batch)
             }
             Work::Trainer(trainer) => trainer.feed(backend, batch),
-            Work::Normal { stats, offset } => {
+            Work::Sums {
+                sums,
+                offset,
+                model,
+            } => {
                 let start = *offset;
                 *offset += batch.rows() as u64;
-                stats.add(&split_held_out(self.options, shard, start, batch).0)
+                let train = split_held_out(self.options, shard, start, batch).0;
+                match sums {
+                    PartitionOutcome::Normal(stats) => stats.add(&train),
+                    PartitionOutcome::Moments(moments) => {
+                        moments.add(&train);
+                        Ok(())
+                    }
+                    PartitionOutcome::Gradient(gradient) => {
+                        let model = model.as_deref().expect("gradient rounds carry their model");
+                        gradient.add(model, backend, train)
+                    }
+                    PartitionOutcome::Update(_) => unreachable!("trainers are not sums"),
+                }
             }
         }
     }
@@ -155,7 +198,7 @@ impl<'a> PartitionRound<'a> {
         };
         let outcome = match work {
             Work::Trainer(trainer) => PartitionOutcome::Update(trainer.finish()),
-            Work::Normal { stats, .. } => PartitionOutcome::Normal(stats),
+            Work::Sums { sums, .. } => sums,
         };
         PartitionResult { shard, outcome }
     }
@@ -165,8 +208,12 @@ impl<'a> PartitionRound<'a> {
 enum Phase {
     /// Nothing ran yet.
     Start,
+    /// The standardization's moments are being fitted.
+    Moments,
     /// The next training epoch to run.
     Epoch(usize),
+    /// L-BFGS iterations.
+    Lbfgs,
     /// Training is over; the last epoch may still need its validation.
     FinalValidation,
     Done,
@@ -179,6 +226,7 @@ enum Phase {
 pub struct Driver {
     model: Model,
     options: TrainOptions,
+    lbfgs: Option<Lbfgs>,
     phase: Phase,
     awaiting: Option<Round>,
     epochs: Vec<EpochRecord>,
@@ -186,26 +234,83 @@ pub struct Driver {
     best: Option<(f64, Vec<f32>)>,
     since_best: usize,
     stopped_early: bool,
+    stop: Option<Stop>,
 }
 
 impl Driver {
-    /// A run starting from `model` (fresh, or the previous version for warm_start).
+    /// A run starting from a fresh `model`: with `standardize`, its
+    /// standardization is fitted on the training rows first.
     pub fn new(model: Model, options: TrainOptions) -> Self {
+        Self::start(model, options, false)
+    }
+
+    /// A run continuing from a trained `model` (warm_start): it keeps the
+    /// model's standardization, so its parameters keep their meaning.
+    pub fn resume(model: Model, options: TrainOptions) -> Self {
+        Self::start(model, options, true)
+    }
+
+    fn start(model: Model, mut options: TrainOptions, warm: bool) -> Self {
+        if options.solver == Solver::Auto {
+            options.solver = if model.dims <= NORMAL_MAX_DIMS {
+                Solver::Normal
+            } else {
+                Solver::Sgd
+            };
+        }
+        let fits_standardization = !warm
+            && options.standardize
+            && model.network.is_some()
+            && options.solver != Solver::Normal;
+        let mut model = model;
+        if !warm {
+            model.standardization = None;
+            let linear = model
+                .network
+                .as_ref()
+                .is_some_and(|n| n.layers.len() == 1 && n.conv.is_none());
+            if linear
+                && options.optimizer == OptimizerKind::Lbfgs
+                && options.solver != Solver::Normal
+            {
+                // Linear models start from zero under L-BFGS, as in Spark and scikit-learn.
+                let zeros = vec![0.0; model.params().len()];
+                model.set_params(zeros);
+            }
+        }
         Self {
+            phase: if fits_standardization {
+                Phase::Moments
+            } else {
+                Phase::Start
+            },
             model,
             options,
-            phase: Phase::Start,
+            lbfgs: None,
             awaiting: None,
             epochs: vec![],
             rows_seen: 0,
             best: None,
             since_best: 0,
             stopped_early: false,
+            stop: None,
         }
     }
 
     pub fn model(&self) -> &Model {
         &self.model
+    }
+
+    /// The options in force (`solver = 'auto'` resolved for the model's width).
+    pub fn options(&self) -> &TrainOptions {
+        &self.options
+    }
+
+    /// Whether training steps by L-BFGS (records are iterations, not epochs).
+    pub fn uses_lbfgs(&self) -> bool {
+        self.options.solver != Solver::Normal
+            && self.options.optimizer == OptimizerKind::Lbfgs
+            && self.model.network.is_some()
     }
 
     /// `Some(k)` when the model is a kmeans model without centroids yet: call
@@ -233,12 +338,37 @@ impl Driver {
         if let Some(round) = &self.awaiting {
             return Some(round.clone());
         }
+        if self.phase == Phase::Moments {
+            self.awaiting = Some(Round::new(RoundKind::Moments, 0, &self.model));
+            return self.awaiting.clone();
+        }
         if self.phase == Phase::Start {
             if self.options.solver == Solver::Normal {
                 self.awaiting = Some(Round::new(RoundKind::NormalEquations, 1, &self.model));
                 return self.awaiting.clone();
             }
-            self.phase = Phase::Epoch(1);
+            if self.uses_lbfgs() {
+                let start = self.model.params().iter().map(|v| *v as f64).collect();
+                self.lbfgs = Some(Lbfgs::new(
+                    start,
+                    self.options.tol,
+                    self.options.max_iterations,
+                ));
+                self.phase = Phase::Lbfgs;
+            } else {
+                self.phase = Phase::Epoch(1);
+            }
+        }
+        if self.phase == Phase::Lbfgs {
+            let lbfgs = self.lbfgs.as_ref().expect("set when the phase began");
+            if lbfgs.stopped().is_none() {
+                let number = self.epochs.len() as u64 + 1;
+                let mut round = Round::new(RoundKind::Gradient, number, &self.model);
+                round.params = lbfgs.point().iter().map(|v| *v as f32).collect();
+                self.awaiting = Some(round);
+                return self.awaiting.clone();
+            }
+            self.phase = Phase::FinalValidation;
         }
         if let Phase::Epoch(epoch) = self.phase {
             if epoch <= self.options.epochs {
@@ -269,12 +399,113 @@ impl Driver {
         results.sort_by_key(|r| r.shard);
         let mut finished = vec![];
         match round.kind {
+            RoundKind::Moments => {
+                let mut total = Moments::new(self.model.dims);
+                for result in &results {
+                    if let PartitionOutcome::Moments(moments) = &result.outcome {
+                        total.merge(moments);
+                    }
+                }
+                let mut standardization = total.standardization();
+                if self.model.task != Task::Regression {
+                    standardization.target = None;
+                }
+                self.model.standardization = Some(standardization);
+                self.phase = Phase::Start;
+            }
+            RoundKind::Gradient => {
+                let mut total = GradientSums::new(self.model.params().len());
+                for result in &results {
+                    if let PartitionOutcome::Gradient(sums) = &result.outcome {
+                        total.merge(sums);
+                    }
+                }
+                let rows = total.rows.max(1) as f64;
+                let point: Vec<f32> = round.params.clone();
+                let (mut objective, mut gradient) = (
+                    total.loss_sum / rows,
+                    total
+                        .gradient
+                        .iter()
+                        .map(|g| g / rows)
+                        .collect::<Vec<f64>>(),
+                );
+                // L2 on the weights, not the biases: (l2 / 2)·‖w‖², as the
+                // mini-batch optimizers' weight decay.
+                let l2 = self.options.l2 as f64;
+                if l2 > 0.0 {
+                    for (index, (value, g)) in point.iter().zip(gradient.iter_mut()).enumerate() {
+                        if self.penalized(index) {
+                            objective += 0.5 * l2 * (*value as f64).powi(2);
+                            *g += l2 * *value as f64;
+                        }
+                    }
+                }
+                let lbfgs = self
+                    .lbfgs
+                    .as_mut()
+                    .expect("gradient rounds run under L-BFGS");
+                let progress = lbfgs.tell(objective, gradient);
+                let last = lbfgs.stopped().is_some();
+                match progress {
+                    Progress::Searching => {}
+                    Progress::Iterated {
+                        iteration,
+                        objective,
+                    } => {
+                        self.rows_seen = total.rows;
+                        let factor = self
+                            .model
+                            .standardization
+                            .as_ref()
+                            .map_or(1.0, |s| s.squared_error_factor());
+                        let record = EpochRecord {
+                            epoch: iteration,
+                            train_loss: objective * factor,
+                            validation: None,
+                        };
+                        // The last record waits for its validation round.
+                        if !(last && self.options.validation_fraction > 0.0) {
+                            finished.push(record.clone());
+                        }
+                        self.epochs.push(record);
+                    }
+                    Progress::Done(stop) => {
+                        if stop == Stop::NoProgress && self.epochs.is_empty() {
+                            return Err(MlError::InvalidData(
+                                "L-BFGS found no step that lowers the training loss from the \
+                                 starting point (the loss or its gradient is not finite there); \
+                                 check the features for extreme values"
+                                    .into(),
+                            ));
+                        }
+                    }
+                }
+                let best: Vec<f32> = self
+                    .lbfgs
+                    .as_ref()
+                    .expect("set above")
+                    .best()
+                    .iter()
+                    .map(|v| *v as f32)
+                    .collect();
+                self.model.set_params(best);
+                if let Some(stop) = self.lbfgs.as_ref().and_then(Lbfgs::stopped) {
+                    self.stop = Some(stop);
+                    self.phase = Phase::FinalValidation;
+                }
+            }
             RoundKind::NormalEquations => {
                 let mut total = NormalStats::new(self.model.dims);
                 for result in &results {
                     if let PartitionOutcome::Normal(stats) = &result.outcome {
                         total.merge(stats);
                     }
+                }
+                if self.options.standardize {
+                    let (standardization, standardized) = total.standardized();
+                    self.model.standardization = Some(standardization);
+                    total = standardized;
                 }
                 let w = total.solve(self.options.l2 as f64 * total.rows as f64)?;
                 self.model.set_params(w.iter().map(|v| *v as f32).collect());
@@ -361,6 +592,24 @@ impl Driver {
         }
     }
 
+    /// Whether parameter `index` is a weight (penalized by l2) rather than a bias.
+    fn penalized(&self, index: usize) -> bool {
+        let Some(network) = &self.model.network else {
+            return false;
+        };
+        let biases = network
+            .conv_ranges()
+            .into_iter()
+            .map(|(_, _, b)| b)
+            .chain((0..network.layers.len()).map(|i| network.layer_ranges(i).1));
+        !biases.into_iter().any(|b| b.contains(&index))
+    }
+
+    /// Why L-BFGS stopped (`None` for the other optimizers).
+    pub fn lbfgs_stop(&self) -> Option<Stop> {
+        self.stop
+    }
+
     /// Whether training stopped because the validation metric stopped improving.
     pub fn stopped_early(&self) -> bool {
         self.stopped_early
@@ -390,7 +639,7 @@ fn updates_of(results: &[PartitionResult]) -> Vec<RoundUpdate> {
         .iter()
         .filter_map(|r| match &r.outcome {
             PartitionOutcome::Update(u) => Some(u.clone()),
-            PartitionOutcome::Normal(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -459,7 +708,8 @@ mod tests {
         };
         let (kinds, reported, history) = run(options, line(200));
         use RoundKind::*;
-        assert_eq!(kinds, [Train, Train, Train, Validate]);
+        // The standardization is fitted by one round first.
+        assert_eq!(kinds, [Moments, Train, Train, Train, Validate]);
         assert_eq!(reported, [1, 2, 3]);
         assert!(history.epochs.iter().all(|e| e.validation.is_some()));
     }
@@ -472,7 +722,10 @@ mod tests {
             ..TrainOptions::default()
         };
         let (kinds, reported, history) = run(options, line(50));
-        assert_eq!(kinds, [RoundKind::Train, RoundKind::Train]);
+        assert_eq!(
+            kinds,
+            [RoundKind::Moments, RoundKind::Train, RoundKind::Train]
+        );
         assert_eq!(reported, [1, 2]);
         assert_eq!(history.rows_seen, 100);
     }
@@ -488,6 +741,33 @@ mod tests {
         assert_eq!(kinds, [RoundKind::NormalEquations, RoundKind::Validate]);
         assert_eq!(reported, [1]);
         let mse = history.epochs[0]
+            .validation
+            .as_ref()
+            .unwrap()
+            .get("mse")
+            .unwrap();
+        assert!(mse < 1e-8, "{mse}");
+    }
+
+    #[test]
+    fn lbfgs_reports_each_iteration_once_and_validates_the_last() {
+        let options = TrainOptions {
+            optimizer: crate::options::OptimizerKind::Lbfgs,
+            validation_fraction: 0.2,
+            ..TrainOptions::default()
+        };
+        let (kinds, reported, history) = run(options, line(100));
+        assert_eq!(kinds[0], RoundKind::Moments);
+        assert_eq!(kinds.last(), Some(&RoundKind::Validate));
+        assert!(kinds[1..kinds.len() - 1]
+            .iter()
+            .all(|k| *k == RoundKind::Gradient));
+        let iterations: Vec<usize> = (1..=history.epochs.len()).collect();
+        assert_eq!(reported, iterations);
+        let mse = history
+            .epochs
+            .last()
+            .unwrap()
             .validation
             .as_ref()
             .unwrap()

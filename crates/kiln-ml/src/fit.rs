@@ -51,11 +51,14 @@ pub fn fit(
         .find(|b| b.rows() > 0)
         .ok_or_else(|| MlError::InvalidData("the training query returned no rows".into()))?;
     let dims = first.dims;
-    let model = match warm {
-        Some(m) => m,
-        None => Model::new(model_type, dims, classes, options)?,
+    let mut driver = match warm {
+        Some(m) => Driver::resume(m, options.clone()),
+        None => Driver::new(
+            Model::new(model_type, dims, classes, options)?,
+            options.clone(),
+        ),
     };
-    let mut driver = Driver::new(model, options.clone());
+    let options = &driver.options().clone();
     driver.seed_centroids(
         partitions
             .iter()

@@ -2,8 +2,9 @@
 //! networks over the kernels ([`network`]), the per-partition training step
 //! and the combine step ([`train`]), the one training [`Driver`]
 //! ([`driver`]: next round, combine, validation, early stopping), in-memory
-//! training and scoring ([`fit()`], [`evaluate`]), metrics ([`metrics`]) and
-//! model files ([`file`]).
+//! training and scoring ([`fit()`], [`evaluate`]), standardization inside the
+//! model ([`standardize`]), the full-batch L-BFGS optimizer ([`lbfgs`]),
+//! metrics ([`metrics`]) and model files ([`file`]).
 //!
 //! ```text
 //! Driver::next_round ─▶ Round ─▶ PartitionRound per partition ─▶ PartitionResult ┐
@@ -27,7 +28,9 @@
 //! options.solver = kiln_ml::options::Solver::Normal;
 //! let (model, _) = fit(ModelType::LinearRegression, &options, &[vec![batch]], None,
 //!                      &CpuBackend::default(), None, |_| {}).unwrap();
-//! assert!((model.params()[0] - 2.0).abs() < 1e-4 && (model.params()[1] - 1.0).abs() < 1e-4);
+//! // Fitted on standardized features; reported in the features' own units.
+//! let (weights, intercepts) = model.linear_coefficients().unwrap();
+//! assert!((weights[0] - 2.0).abs() < 1e-4 && (intercepts[0] - 1.0).abs() < 1e-4);
 //! ```
 
 // Dense linear algebra (confusion matrices, Cholesky) reads best with indices.
@@ -39,10 +42,12 @@ pub mod driver;
 mod error;
 pub mod file;
 pub mod fit;
+pub mod lbfgs;
 pub mod metrics;
 pub mod model;
 pub mod network;
 pub mod options;
+pub mod standardize;
 pub mod train;
 
 pub use data::{Batch, Targets};

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Batch, Targets};
 use crate::network::{ConvFront, Network};
 use crate::options::{ModelType, TaskChoice, TrainOptions};
+use crate::standardize::Standardization;
 use crate::{MlError, Result};
 
 /// What the model predicts.
@@ -30,6 +31,10 @@ pub struct Model {
     /// kmeans centroids, `k × dims`.
     #[serde(skip)]
     pub centroids: Vec<f32>,
+    /// Applied to the features (and a regression label) around the network:
+    /// the network's parameters are in standardized units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standardization: Option<Standardization>,
 }
 
 /// Predictions for a batch: one value per row (a regression value, a class
@@ -114,6 +119,7 @@ impl Model {
             dims,
             network,
             centroids: vec![],
+            standardization: None,
         })
     }
 
@@ -188,13 +194,31 @@ impl Model {
             .network
             .as_ref()
             .expect("supervised models have a network");
-        let pass = network.forward(backend, &batch.features, rows, None)?;
+        let standardized;
+        let features = match &self.standardization {
+            Some(s) => {
+                standardized = {
+                    let mut f = batch.features.clone();
+                    s.apply(&mut f);
+                    f
+                };
+                &standardized
+            }
+            None => &batch.features,
+        };
+        let pass = network.forward(backend, features, rows, None)?;
         let logits = pass.logits();
         Ok(match self.task {
-            Task::Regression => Predictions {
-                values: logits.to_vec(),
-                probabilities: None,
-            },
+            Task::Regression => {
+                let mut values = logits.to_vec();
+                if let Some(s) = &self.standardization {
+                    s.restore_target(&mut values);
+                }
+                Predictions {
+                    values,
+                    probabilities: None,
+                }
+            }
             Task::BinaryClassification => {
                 let p: Vec<f32> = logits.iter().map(|z| 1.0 / (1.0 + (-z).exp())).collect();
                 Predictions {
@@ -226,6 +250,44 @@ impl Model {
             }
             Task::Clustering { .. } => unreachable!("handled above"),
         })
+    }
+}
+
+impl Model {
+    /// The weights and intercepts of a linear model (no hidden layer) in the
+    /// features' own units: `outputs × dims` weights then `outputs`
+    /// intercepts, with any standardization folded in.
+    pub fn linear_coefficients(&self) -> Option<(Vec<f64>, Vec<f64>)> {
+        let network = self.network.as_ref()?;
+        if network.layers.len() != 1 || network.conv.is_some() {
+            return None;
+        }
+        let layer = network.layers[0];
+        let (w, b) = network.layer_ranges(0);
+        let (weights, biases) = (&network.params[w], &network.params[b]);
+        let (mut out_w, mut out_b) = (
+            vec![0.0; layer.outputs * layer.inputs],
+            vec![0.0; layer.outputs],
+        );
+        for o in 0..layer.outputs {
+            let mut intercept = biases[o] as f64;
+            for i in 0..layer.inputs {
+                let mut weight = weights[i * layer.outputs + o] as f64;
+                if let Some(s) = &self.standardization {
+                    weight /= s.scale[i] as f64;
+                    intercept -= weight * s.mean[i] as f64;
+                }
+                out_w[o * layer.inputs + i] = weight;
+            }
+            out_b[o] = intercept;
+        }
+        if let Some((mean, scale)) = self.standardization.as_ref().and_then(|s| s.target) {
+            out_w.iter_mut().for_each(|w| *w *= scale as f64);
+            out_b
+                .iter_mut()
+                .for_each(|b| *b = *b * scale as f64 + mean as f64);
+        }
+        Some((out_w, out_b))
     }
 }
 

@@ -37,7 +37,7 @@ impl ModelType {
     }
 
     fn valid_options(self) -> Vec<&'static str> {
-        const COMMON: [&str; 11] = [
+        const COMMON: [&str; 14] = [
             "epochs",
             "batch_size",
             "learning_rate",
@@ -49,6 +49,9 @@ impl ModelType {
             "device",
             "warm_start",
             "momentum",
+            "standardize",
+            "max_iterations",
+            "tol",
         ];
         let extra: &[&str] = match self {
             Self::LinearRegression => &["solver"],
@@ -118,16 +121,48 @@ pub enum OptimizerKind {
     Sgd,
     Momentum,
     Adam,
+    /// Full-batch L-BFGS: one round per objective evaluation ([`crate::lbfgs`]).
+    Lbfgs,
+}
+
+impl OptimizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sgd => "sgd",
+            Self::Momentum => "momentum",
+            Self::Adam => "adam",
+            Self::Lbfgs => "lbfgs",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Solver {
-    /// Mini-batch gradient descent with per-partition model averaging.
+    /// Training with `optimizer` (L-BFGS or mini-batch steps).
     Sgd,
     /// Exact least squares from summed XᵀX and Xᵀy (linear regression).
     Normal,
+    /// Linear regression's default, as Spark's `auto`: the normal equations
+    /// up to [`NORMAL_MAX_DIMS`] feature values, L-BFGS beyond.
+    Auto,
 }
+
+/// The widest feature vector `solver = 'auto'` solves by the normal
+/// equations (each partition sums a dims² matrix).
+pub const NORMAL_MAX_DIMS: usize = 4096;
+
+/// Options that only the mini-batch optimizers use: naming one without an
+/// optimizer keeps linear models on the mini-batch path (Adam).
+const MINI_BATCH_OPTIONS: [&str; 5] = [
+    "epochs",
+    "learning_rate",
+    "batch_size",
+    "momentum",
+    "early_stopping_patience",
+];
+/// Options that only L-BFGS uses.
+const LBFGS_OPTIONS: [&str; 2] = ["max_iterations", "tol"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -178,6 +213,25 @@ pub struct TrainOptions {
     /// cnn: random horizontal flips and ±1-pixel shifts while training.
     #[serde(default)]
     pub augment: Augment,
+    /// Standardize features (and a regression label) inside the model.
+    /// Cards written before the option existed read as `false`, which is
+    /// what those models did.
+    #[serde(default)]
+    pub standardize: bool,
+    /// L-BFGS: most accepted steps.
+    #[serde(default = "default_max_iterations")]
+    pub max_iterations: usize,
+    /// L-BFGS: stop when the objective's relative decrease falls below this.
+    #[serde(default = "default_tolerance")]
+    pub tol: f64,
+}
+
+fn default_max_iterations() -> usize {
+    100
+}
+
+fn default_tolerance() -> f64 {
+    1e-6
 }
 
 fn default_pool() -> usize {
@@ -215,6 +269,9 @@ impl Default for TrainOptions {
             conv_layers: vec![(16, 3), (32, 3)],
             pool: default_pool(),
             augment: Augment::default(),
+            standardize: true,
+            max_iterations: default_max_iterations(),
+            tol: default_tolerance(),
         }
     }
 }
@@ -338,23 +395,37 @@ impl TrainOptions {
                     }
                 }
                 "optimizer" => {
-                    o.optimizer = match text(&key, value, &["sgd", "momentum", "adam"])?
+                    o.optimizer = match text(&key, value, &["lbfgs", "sgd", "momentum", "adam"])?
                         .to_ascii_lowercase()
                         .as_str()
                     {
+                        "lbfgs" => OptimizerKind::Lbfgs,
                         "sgd" => OptimizerKind::Sgd,
                         "momentum" => OptimizerKind::Momentum,
                         _ => OptimizerKind::Adam,
                     }
                 }
                 "solver" => {
-                    o.solver = match text(&key, value, &["sgd", "normal"])?
+                    o.solver = match text(&key, value, &["auto", "normal", "sgd"])?
                         .to_ascii_lowercase()
                         .as_str()
                     {
                         "normal" => Solver::Normal,
+                        "auto" => Solver::Auto,
                         _ => Solver::Sgd,
                     }
+                }
+                "standardize" => match value {
+                    OptionValue::Bool(b) => o.standardize = *b,
+                    other => return Err(invalid(&key, "must be true or false", other)),
+                },
+                "max_iterations" => o.max_iterations = positive_int(&key, value)?,
+                "tol" => {
+                    let n = number(&key, value)?;
+                    if !(0.0..1.0).contains(&n) {
+                        return Err(invalid(&key, "must be in [0, 1)", value));
+                    }
+                    o.tol = n;
                 }
                 "device" => {
                     o.device = match text(&key, value, &["cpu", "cuda", "auto"])?
@@ -457,14 +528,91 @@ impl TrainOptions {
                 _ => unreachable!("listed in valid_options"),
             }
         }
-        if o.solver == Solver::Normal && model_type != ModelType::LinearRegression {
+        o.resolve_optimizer(model_type, pairs)?;
+        Ok(o)
+    }
+
+    /// Picks the optimizer and solver left to their defaults, and refuses
+    /// options that the chosen one would ignore.
+    fn resolve_optimizer(
+        &mut self,
+        model_type: ModelType,
+        pairs: &[(String, OptionValue)],
+    ) -> Result<()> {
+        let given = |name: &str| pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name));
+        let mini_batch_option = MINI_BATCH_OPTIONS.iter().find_map(|o| given(o));
+        let linear = matches!(
+            model_type,
+            ModelType::LinearRegression
+                | ModelType::LogisticRegression
+                | ModelType::SoftmaxRegression
+        );
+        if given("optimizer").is_none() {
+            self.optimizer = if linear && mini_batch_option.is_none() {
+                OptimizerKind::Lbfgs
+            } else {
+                OptimizerKind::Adam
+            };
+        }
+        if model_type == ModelType::LinearRegression && given("solver").is_none() {
+            let gradient_chosen = given("optimizer").is_some()
+                || mini_batch_option.is_some()
+                || LBFGS_OPTIONS.iter().any(|o| given(o).is_some());
+            self.solver = if gradient_chosen {
+                Solver::Sgd
+            } else {
+                Solver::Auto
+            };
+        }
+        if self.solver == Solver::Normal {
+            if model_type != ModelType::LinearRegression {
+                return Err(invalid(
+                    "solver",
+                    "'normal' applies to linear_regression only",
+                    &OptionValue::Text("normal".into()),
+                ));
+            }
+            if let Some((key, value)) = given("optimizer")
+                .or(mini_batch_option)
+                .or(LBFGS_OPTIONS.iter().find_map(|o| given(o)))
+            {
+                return Err(invalid(
+                    key,
+                    "does not apply to solver 'normal', which solves exactly in one pass; \
+                     remove it or use solver = 'sgd'",
+                    value,
+                ));
+            }
+            return Ok(());
+        }
+        if self.optimizer == OptimizerKind::Lbfgs {
+            let mut extra = mini_batch_option.into_iter().chain(
+                ["dropout", "augment"]
+                    .iter()
+                    .filter_map(|o| given(o))
+                    .filter(|(_, v)| !matches!(v, OptionValue::Number(n) if *n == 0.0))
+                    .filter(|(_, v)| !matches!(v, OptionValue::Text(t) if t.eq_ignore_ascii_case("none"))),
+            );
+            if let Some((key, value)) = extra.next() {
+                return Err(invalid(
+                    key,
+                    "applies to the mini-batch optimizers (sgd, momentum, adam), not to \
+                     optimizer 'lbfgs', which steps on the full-batch gradient up to \
+                     max_iterations times; set optimizer = 'adam' to use it",
+                    value,
+                ));
+            }
+        } else if let Some((key, value)) = LBFGS_OPTIONS.iter().find_map(|o| given(o)) {
             return Err(invalid(
-                "solver",
-                "'normal' applies to linear_regression only",
-                &OptionValue::Text("normal".into()),
+                key,
+                &format!(
+                    "applies to optimizer 'lbfgs' only (the optimizer is '{}'; it runs `epochs` passes)",
+                    self.optimizer.name()
+                ),
+                value,
             ));
         }
-        Ok(o)
+        Ok(())
     }
 
     /// The kernels' optimizer for these options.
@@ -479,7 +627,9 @@ impl TrainOptions {
                 momentum: self.momentum,
                 l2: self.l2,
             },
-            OptimizerKind::Adam => Optimizer::Adam {
+            // L-BFGS takes its steps in the driver; the kernels' optimizer is
+            // not used then, Adam is only a placeholder.
+            OptimizerKind::Adam | OptimizerKind::Lbfgs => Optimizer::Adam {
                 learning_rate: self.learning_rate,
                 beta1: 0.9,
                 beta2: 0.999,
@@ -550,6 +700,71 @@ mod tests {
             &pairs(&[("device", OptionValue::Text("tpu".into()))]),
         )
         .is_err());
+
+        // Linear models default to L-BFGS unless a mini-batch option asks otherwise.
+        let o = TrainOptions::parse(ModelType::SoftmaxRegression, &[]).unwrap();
+        assert_eq!((o.optimizer, o.standardize), (OptimizerKind::Lbfgs, true));
+        let o = TrainOptions::parse(
+            ModelType::LogisticRegression,
+            &pairs(&[("epochs", OptionValue::Number(5.0))]),
+        )
+        .unwrap();
+        assert_eq!(o.optimizer, OptimizerKind::Adam);
+        assert_eq!(
+            TrainOptions::parse(ModelType::LinearRegression, &[])
+                .unwrap()
+                .solver,
+            Solver::Auto
+        );
+        assert_eq!(
+            TrainOptions::parse(
+                ModelType::LinearRegression,
+                &pairs(&[("max_iterations", OptionValue::Number(5.0))])
+            )
+            .unwrap()
+            .solver,
+            Solver::Sgd
+        );
+        assert_eq!(
+            TrainOptions::parse(ModelType::Mlp, &[]).unwrap().optimizer,
+            OptimizerKind::Adam
+        );
+        for (model_type, bad, named) in [
+            (
+                ModelType::LogisticRegression,
+                vec![
+                    ("optimizer", OptionValue::Text("lbfgs".into())),
+                    ("batch_size", OptionValue::Number(8.0)),
+                ],
+                "option 'batch_size' applies to the mini-batch optimizers",
+            ),
+            (
+                ModelType::Mlp,
+                vec![
+                    ("optimizer", OptionValue::Text("lbfgs".into())),
+                    ("dropout", OptionValue::Number(0.5)),
+                ],
+                "option 'dropout' applies to the mini-batch optimizers",
+            ),
+            (
+                ModelType::Mlp,
+                vec![("tol", OptionValue::Number(1e-3))],
+                "option 'tol' applies to optimizer 'lbfgs' only (the optimizer is 'adam'",
+            ),
+            (
+                ModelType::LinearRegression,
+                vec![
+                    ("solver", OptionValue::Text("normal".into())),
+                    ("epochs", OptionValue::Number(3.0)),
+                ],
+                "option 'epochs' does not apply to solver 'normal'",
+            ),
+        ] {
+            let err = TrainOptions::parse(model_type, &pairs(&bad))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(named), "{err}");
+        }
 
         assert!(ModelType::parse("random_forest")
             .unwrap_err()

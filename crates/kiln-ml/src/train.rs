@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Batch, Targets};
 use crate::model::{nearest_centroid, Model, Task};
 use crate::options::{Augment, TrainOptions};
+use crate::standardize::Standardization;
 use crate::{MlError, Result};
 
 /// What one partition sends back after a round.
@@ -159,6 +160,15 @@ impl<'a> RoundTrainer<'a> {
             }
             return Ok(());
         }
+        let mut train = train;
+        if let Some(s) = &self.start.standardization {
+            s.apply_to_batch(&mut train);
+        }
+        let loss_factor = self
+            .start
+            .standardization
+            .as_ref()
+            .map_or(1.0, |s| s.squared_error_factor());
         let local = self
             .local
             .as_mut()
@@ -187,7 +197,7 @@ impl<'a> RoundTrainer<'a> {
             let grads = local.backward(backend, &mini.features, n, &pass, grad)?;
             backend.optimizer_step(optimizer, &mut local.params, &grads, &mut self.state)?;
             self.update.rows += n as u64;
-            self.update.loss_sum += loss as f64 * n as f64;
+            self.update.loss_sum += loss as f64 * n as f64 * loss_factor;
         }
         Ok(())
     }
@@ -283,6 +293,76 @@ pub fn combine(model: &Model, updates: &[RoundUpdate]) -> Result<Vec<f32>> {
     Ok(averaged.into_iter().map(|v| v as f32).collect())
 }
 
+/// Rows per forward/backward pass when summing a full-batch gradient.
+const GRADIENT_CHUNK_ROWS: usize = 4096;
+
+/// The training loss and its gradient summed over a partition's training
+/// rows at the round's parameters (for L-BFGS): the network's loss in the
+/// standardized units it trains in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GradientSums {
+    pub rows: u64,
+    pub loss_sum: f64,
+    pub gradient: Vec<f64>,
+}
+
+impl GradientSums {
+    pub fn new(params: usize) -> Self {
+        Self {
+            rows: 0,
+            loss_sum: 0.0,
+            gradient: vec![0.0; params],
+        }
+    }
+
+    /// Adds the training rows of `batch` (already split from held-out rows).
+    pub fn add(&mut self, model: &Model, backend: &dyn Backend, mut batch: Batch) -> Result<()> {
+        if let Some(s) = &model.standardization {
+            s.apply_to_batch(&mut batch);
+        }
+        let network = model
+            .network
+            .as_ref()
+            .expect("gradient-trained models have a network");
+        let rows: Vec<usize> = (0..batch.rows()).collect();
+        for chunk in rows.chunks(GRADIENT_CHUNK_ROWS) {
+            let part = if chunk.len() == batch.rows() {
+                std::mem::replace(
+                    &mut batch,
+                    Batch {
+                        features: vec![],
+                        dims: 0,
+                        targets: Targets::None,
+                    },
+                )
+            } else {
+                batch.gather(chunk)
+            };
+            let n = part.rows();
+            let pass = network.forward(backend, &part.features, n, None)?;
+            let mut grad = vec![0.0; pass.logits().len()];
+            let loss = model.loss(backend, pass.logits(), &part.targets, &mut grad)?;
+            let grads = network.backward(backend, &part.features, n, &pass, grad)?;
+            self.gradient
+                .iter_mut()
+                .zip(&grads)
+                .for_each(|(s, g)| *s += *g as f64 * n as f64);
+            self.loss_sum += loss as f64 * n as f64;
+            self.rows += n as u64;
+        }
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &GradientSums) {
+        self.gradient
+            .iter_mut()
+            .zip(&other.gradient)
+            .for_each(|(a, b)| *a += b);
+        self.loss_sum += other.loss_sum;
+        self.rows += other.rows;
+    }
+}
+
 /// Sufficient statistics for exact least squares: `[X 1]ᵀ[X 1]` and `[X 1]ᵀy`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NormalStats {
@@ -357,6 +437,64 @@ impl NormalStats {
         }
         let linear: f64 = w.iter().zip(&self.xty).map(|(a, b)| a * b).sum();
         ((self.yty - 2.0 * linear + quadratic) / self.rows.max(1) as f64).max(0.0)
+    }
+
+    /// The feature moments these sums hold (the intercept column's sums are
+    /// the feature sums) and the same statistics for the standardized
+    /// features `z = (x − mean) / scale`, whose ridge solution is then
+    /// scale-free. Constant features get a unit diagonal and no correlation,
+    /// so their weight is 0 instead of making the system singular.
+    pub fn standardized(&self) -> (Standardization, NormalStats) {
+        let (d, n) = (self.dims, self.dims + 1);
+        let rows = self.rows.max(1) as f64;
+        let at = |i: usize, j: usize| {
+            let (a, b) = if i <= j { (i, j) } else { (j, i) };
+            self.xtx[a * n + b]
+        };
+        let mean: Vec<f64> = (0..d).map(|i| at(i, d) / rows).collect();
+        let mean_y = self.xty[d] / rows;
+        let variance: Vec<f64> = (0..d)
+            .map(|i| (at(i, i) / rows - mean[i] * mean[i]).max(0.0))
+            .collect();
+        let constant: Vec<bool> = (0..d)
+            .map(|i| {
+                variance[i] <= 1e-12 * (mean[i] * mean[i]).max(f64::MIN_POSITIVE)
+                    || variance[i] == 0.0
+            })
+            .collect();
+        let scale: Vec<f64> = (0..d)
+            .map(|i| if constant[i] { 1.0 } else { variance[i].sqrt() })
+            .collect();
+        let mut z = NormalStats::new(d);
+        for i in 0..d {
+            for j in i..d {
+                z.xtx[i * n + j] = if constant[i] || constant[j] {
+                    if i == j {
+                        rows
+                    } else {
+                        0.0
+                    }
+                } else {
+                    (at(i, j) - rows * mean[i] * mean[j]) / (scale[i] * scale[j])
+                };
+            }
+            z.xtx[i * n + d] = 0.0;
+            z.xty[i] = if constant[i] {
+                0.0
+            } else {
+                (self.xty[i] - rows * mean[i] * mean_y) / scale[i]
+            };
+        }
+        z.xtx[d * n + d] = rows;
+        z.xty[d] = self.xty[d];
+        z.yty = self.yty;
+        z.rows = self.rows;
+        let standardization = Standardization {
+            mean: mean.iter().map(|m| *m as f32).collect(),
+            scale: scale.iter().map(|s| *s as f32).collect(),
+            target: None,
+        };
+        (standardization, z)
     }
 
     /// Solves `(XᵀX + l2·I) w = Xᵀy` (the intercept is not penalised) by

@@ -145,15 +145,19 @@ fn linear_regression_recovers_coefficients_with_both_solvers() {
         |_| {},
     )
     .unwrap();
-    let p = model.params();
+    let p = in_original_units(&model);
     for i in 0..3 {
         assert!(
-            (p[i] - coefficients[i]).abs() < 1e-3,
+            (p[i] - coefficients[i] as f64).abs() < 1e-3,
             "normal w{i} = {}",
             p[i]
         );
     }
-    assert!((p[3] - intercept).abs() < 1e-3, "normal intercept {}", p[3]);
+    assert!(
+        (p[3] - intercept as f64).abs() < 1e-3,
+        "normal intercept {}",
+        p[3]
+    );
 
     let sgd = options(|o| {
         o.optimizer = OptimizerKind::Sgd;
@@ -171,16 +175,53 @@ fn linear_regression_recovers_coefficients_with_both_solvers() {
         |_| {},
     )
     .unwrap();
-    let p = model.params();
+    let p = in_original_units(&model);
     for i in 0..3 {
         assert!(
-            (p[i] - coefficients[i]).abs() < 1e-3,
+            (p[i] - coefficients[i] as f64).abs() < 1e-3,
             "sgd w{i} = {} (history {:?})",
             p[i],
             history.epochs.last()
         );
     }
-    assert!((p[3] - intercept).abs() < 1e-3, "sgd intercept {}", p[3]);
+    assert!(
+        (p[3] - intercept as f64).abs() < 1e-3,
+        "sgd intercept {}",
+        p[3]
+    );
+
+    let lbfgs = options(|o| o.optimizer = OptimizerKind::Lbfgs);
+    let (model, history) = fit(
+        ModelType::LinearRegression,
+        &lbfgs,
+        &partitions(&data, 3),
+        None,
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let p = in_original_units(&model);
+    for i in 0..3 {
+        assert!(
+            (p[i] - coefficients[i] as f64).abs() < 1e-3,
+            "lbfgs w{i} = {} after {} iterations",
+            p[i],
+            history.epochs.len()
+        );
+    }
+    assert!(
+        (p[3] - intercept as f64).abs() < 1e-3,
+        "lbfgs intercept {}",
+        p[3]
+    );
+}
+
+/// A linear model's weights then intercept, in the features' own units.
+fn in_original_units(model: &Model) -> Vec<f64> {
+    let (mut weights, intercepts) = model.linear_coefficients().expect("a linear model");
+    weights.extend(intercepts);
+    weights
 }
 
 #[test]
@@ -733,4 +774,145 @@ fn gpu_training_matches_cpu_training() {
             "{model_type}: parameters differ by up to {worst}"
         );
     }
+}
+
+/// Features a million times apart in scale, as raw columns of a table are:
+/// the defaults (standardization inside the model, L-BFGS) need no tuning.
+#[test]
+fn default_options_fit_features_of_very_different_scales() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let rows = 2000;
+    let mut x = Vec::with_capacity(rows * 3);
+    let mut binary = Vec::with_capacity(rows);
+    let mut three = Vec::with_capacity(rows);
+    for _ in 0..rows {
+        let (a, b, c): (f32, f32, f32) = (
+            rng.gen_range(-1.0..1.0),
+            rng.gen_range(-1.0..1.0),
+            rng.gen_range(-1.0..1.0),
+        );
+        x.extend([5e4 + 1e4 * a, 1e-3 * b, 100.0 * c]);
+        binary.push(u32::from(a + 2.0 * b > 0.1));
+        three.push(if a > 0.3 {
+            2
+        } else if b > 0.0 {
+            1
+        } else {
+            0
+        });
+    }
+    let batch = |targets: Vec<u32>| Batch {
+        features: x.clone(),
+        dims: 3,
+        targets: Targets::Classes(targets),
+    };
+    for (model_type, data, classes) in [
+        (ModelType::LogisticRegression, batch(binary.clone()), 2),
+        (ModelType::SoftmaxRegression, batch(three.clone()), 3),
+    ] {
+        let defaults = TrainOptions::parse(model_type, &[]).unwrap();
+        assert_eq!(defaults.optimizer, OptimizerKind::Lbfgs);
+        assert!(defaults.standardize);
+        let mut accuracies = vec![];
+        for n in [1, 2, 4] {
+            let (model, history) = fit(
+                model_type,
+                &defaults,
+                &partitions(&data, n),
+                Some(classes),
+                &cpu(),
+                None,
+                |_| {},
+            )
+            .unwrap();
+            assert!(history.epochs.len() <= defaults.max_iterations);
+            let accuracy = evaluate(&model, &cpu(), &data)
+                .unwrap()
+                .get("accuracy")
+                .unwrap();
+            accuracies.push(accuracy);
+        }
+        assert!(accuracies[0] >= 0.97, "{model_type}: {accuracies:?}");
+        // Full-batch sums: the partitioning changes nothing but rounding.
+        assert!(
+            accuracies
+                .iter()
+                .all(|a| (a - accuracies[0]).abs() <= 0.005),
+            "{model_type}: {accuracies:?}"
+        );
+    }
+
+    // Without standardization, the same defaults cannot move the small feature.
+    let raw = TrainOptions::parse(
+        ModelType::LogisticRegression,
+        &[("standardize".to_string(), kiln_ml::OptionValue::Bool(false))],
+    )
+    .unwrap();
+    let (model, _) = fit(
+        ModelType::LogisticRegression,
+        &raw,
+        &partitions(&batch(binary.clone()), 1),
+        Some(2),
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    assert!(model.standardization.is_none());
+    let raw_accuracy = evaluate(&model, &cpu(), &batch(binary))
+        .unwrap()
+        .get("accuracy")
+        .unwrap();
+    assert!(raw_accuracy < 0.9, "raw accuracy {raw_accuracy}");
+}
+
+/// warm_start keeps the first version's standardization, and a saved model
+/// predicts with it.
+#[test]
+fn standardization_travels_with_the_model() {
+    let (data, _, _) = linear_data(500);
+    let mut scaled = data.clone();
+    scaled
+        .features
+        .iter_mut()
+        .for_each(|v| *v = *v * 1000.0 + 7.0);
+    let o = TrainOptions::parse(
+        ModelType::LinearRegression,
+        &[(
+            "optimizer".to_string(),
+            kiln_ml::OptionValue::Text("lbfgs".into()),
+        )],
+    )
+    .unwrap();
+    let fit_on = |warm| {
+        fit(
+            ModelType::LinearRegression,
+            &o,
+            &partitions(&scaled, 2),
+            None,
+            &cpu(),
+            warm,
+            |_| {},
+        )
+        .unwrap()
+        .0
+    };
+    let first = fit_on(None);
+    let standardization = first
+        .standardization
+        .clone()
+        .expect("standardized by default");
+    assert!((standardization.mean[0] - 7.0).abs() < 50.0);
+    let second = fit_on(Some(first.clone()));
+    assert_eq!(second.standardization, Some(standardization));
+    let restored = file::from_bytes(&file::to_bytes(&second).unwrap(), "m").unwrap();
+    assert_eq!(
+        restored.predict(&cpu(), &scaled).unwrap(),
+        second.predict(&cpu(), &scaled).unwrap()
+    );
+    let r2 = evaluate(&restored, &cpu(), &scaled)
+        .unwrap()
+        .get("r2")
+        .unwrap();
+    assert!(r2 > 0.999_999, "r2 {r2}");
 }

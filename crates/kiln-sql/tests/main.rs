@@ -1,6 +1,6 @@
 //! kiln-sql integration tests, one binary: the SQL conformance suite
 //! (`sql/slt`), DataFusion's own sqllogictest files replayed, TPC-H SF0.01,
-//! and lake behaviour across sessions.
+//! lake behaviour across sessions, and model quality against scikit-learn.
 
 mod checks;
 mod common;
@@ -10,6 +10,7 @@ mod datafusion_replay;
 mod lake;
 mod layers;
 mod ml;
+mod quality;
 mod replay;
 #[path = "../../../tests/support/slt.rs"]
 mod slt;

@@ -204,6 +204,8 @@ async fn linear_regression_recovers_coefficients_through_sql() {
     for options in [
         "solver = 'normal'",
         "optimizer = 'sgd', learning_rate = 0.1, batch_size = 32, epochs = 40",
+        "optimizer = 'lbfgs'",
+        "standardize = false",
     ] {
         s.execute(&format!(
             "TRAIN MODEL OR REPLACE lin USING linear_regression OPTIONS ({options}) LABEL y AS SELECT x1, x2, y FROM lin"
@@ -214,9 +216,32 @@ async fn linear_regression_recovers_coefficients_through_sql() {
         let (model, _) = registry
             .load("lin", registry.latest("lin").unwrap())
             .unwrap();
-        let p = model.params();
-        for (got, want) in p.iter().zip([1.5f32, -2.0, 0.75]) {
+        let (mut p, intercept) = model.linear_coefficients().unwrap();
+        p.extend(intercept);
+        for (got, want) in p.iter().zip([1.5, -2.0, 0.75]) {
             assert!((got - want).abs() < 1e-3, "{options}: {p:?}");
+        }
+        let described = rows(&s.execute("DESCRIBE MODEL lin").await.unwrap());
+        let property = |name: &str| {
+            described
+                .iter()
+                .find(|r| r[0] == name)
+                .unwrap_or_else(|| panic!("{options}: no {name} in {described:?}"))[1]
+                .clone()
+        };
+        let standardized = !options.contains("standardize = false");
+        assert_eq!(
+            property("standardized"),
+            standardized.to_string(),
+            "{options}"
+        );
+        for (name, want) in [
+            ("coefficient x1", 1.5),
+            ("coefficient x2", -2.0),
+            ("intercept", 0.75),
+        ] {
+            let got: f64 = property(name).parse().unwrap();
+            assert!((got - want).abs() < 1e-3, "{options}: {name} = {got}");
         }
     }
 }

@@ -355,6 +355,17 @@ pub(crate) fn describe_model(
                 .join("; "),
         ),
     ];
+    let (model, _) = registry.load(name, v)?;
+    rows.push((
+        "standardized".into(),
+        if model.standardization.is_some() {
+            "true"
+        } else {
+            "false"
+        }
+        .into(),
+    ));
+    rows.extend(coefficient_rows(&model, &card));
     for record in &card.epochs {
         let mut text = format!("train_loss={:.6}", record.train_loss);
         if let Some(v) = &record.validation {
@@ -375,6 +386,42 @@ pub(crate) fn describe_model(
     ]));
     let (keys, values) = rows.into_iter().unzip();
     text_rows(schema, vec![keys, values])
+}
+
+/// A linear model's weights and intercepts in the features' own units
+/// (standardization folded in), one row each: `coefficient [class.]feature`.
+fn coefficient_rows(model: &Model, card: &ModelCard) -> Vec<(String, String)> {
+    let Some((weights, intercepts)) = model.linear_coefficients() else {
+        return vec![];
+    };
+    let names: Vec<String> = card
+        .features
+        .iter()
+        .flat_map(|f| match f.width {
+            1 => vec![f.name.clone()],
+            w => (0..w).map(|i| format!("{}[{i}]", f.name)).collect(),
+        })
+        .collect();
+    let per_class = intercepts.len() > 1;
+    let mut rows = vec![];
+    for (o, intercept) in intercepts.iter().enumerate() {
+        let class = match (&card.classes, per_class) {
+            (Some(classes), true) => format!("{}.", classes.get(o).cloned().unwrap_or_default()),
+            _ => String::new(),
+        };
+        for (i, name) in names.iter().enumerate() {
+            rows.push((
+                format!("coefficient {class}{name}"),
+                format!("{}", weights[o * names.len() + i]),
+            ));
+        }
+        let intercept_name = match class.strip_suffix('.') {
+            Some(class) => format!("intercept {class}"),
+            None => "intercept".to_string(),
+        };
+        rows.push((intercept_name, format!("{intercept}")));
+    }
+    rows
 }
 
 pub(crate) async fn train_model(
@@ -686,17 +733,24 @@ pub(crate) async fn train_model(
         )?
         .build()?;
     // The round loop is kiln-ml's Driver; each round here is one Ballista job.
-    let mut driver = Driver::new(model, options.clone());
+    let mut driver = match warm_from {
+        Some(_) => Driver::resume(model, options.clone()),
+        None => Driver::new(model, options.clone()),
+    };
+    // `solver = 'auto'` is resolved by the driver for the feature width.
+    let options = driver.options().clone();
     if driver.needs_centroids().is_some() {
         let sample = centroid_sample(session, &input, &features).await?;
         driver
             .seed_centroids(sample.iter().flat_map(|b| b.features.chunks(b.dims)))
             .map_err(ml_error(&statement))?;
     }
-    let total_epochs = if options.solver == Solver::Normal {
-        1
+    let (total_epochs, step) = if options.solver == Solver::Normal {
+        (1, "epoch")
+    } else if driver.uses_lbfgs() {
+        (options.max_iterations, "iteration")
     } else {
-        options.epochs
+        (options.epochs, "epoch")
     };
     while let Some(round) = driver.next_round() {
         let spec = RoundSpec {
@@ -709,7 +763,7 @@ pub(crate) async fn train_model(
         let results = run_round(session, &input, &spec).await?;
         let finished = driver.absorb(results).map_err(ml_error(&statement))?;
         for record in &finished {
-            report_epoch(session, &train.name, record, total_epochs);
+            report_epoch(session, &train.name, record, step, total_epochs);
         }
         if driver.stopped_early() {
             let last = finished.last().map_or(0, |r| r.epoch);
@@ -719,6 +773,18 @@ pub(crate) async fn train_model(
             );
         }
     }
+    let how = match (options.solver, driver.lbfgs_stop()) {
+        (Solver::Normal, _) => "normal equations".to_string(),
+        (_, Some(stop)) => format!(
+            "lbfgs, {}",
+            match stop {
+                kiln_ml::lbfgs::Stop::Converged => "converged",
+                kiln_ml::lbfgs::Stop::MaxIterations => "stopped at max_iterations",
+                kiln_ml::lbfgs::Stop::NoProgress => "converged to working precision",
+            }
+        ),
+        _ => options.optimizer.name().to_string(),
+    };
     let (model, history) = driver.finish();
     let epochs = history.epochs;
     let rows_seen = history.rows_seen;
@@ -748,16 +814,22 @@ pub(crate) async fn train_model(
     };
     let version = registry.publish(&model, &mut card)?;
     Ok(StatementResult::message(format!(
-        "trained model {} v{version} ({model_type}, {rows} rows, {} epoch(s), {:.1}s)",
+        "trained model {} v{version} ({model_type}, {how}, {rows} rows, {} {step}(s), {:.1}s)",
         train.name,
         card.epochs.len(),
         started.elapsed().as_secs_f64()
     )))
 }
 
-pub(crate) fn report_epoch(session: &KilnSession, name: &str, record: &EpochRecord, epochs: usize) {
+pub(crate) fn report_epoch(
+    session: &KilnSession,
+    name: &str,
+    record: &EpochRecord,
+    step: &str,
+    steps: usize,
+) {
     let mut line = format!(
-        "model {name}: epoch {}/{epochs} loss {:.6}",
+        "model {name}: {step} {}/{steps} loss {:.6}",
         record.epoch, record.train_loss
     );
     if let Some(v) = &record.validation {
