@@ -777,6 +777,7 @@ async fn the_physical_codec_round_trips_train_exec_and_refuses_other_versions() 
         features: vec!["a".into(), "b".into()],
         label: Some("y".into()),
         classes: Some(vec!["0".into(), "1".into()]),
+        cache_run: None,
     };
     let ctx = datafusion::prelude::SessionContext::new();
     let input = ctx
@@ -827,4 +828,51 @@ async fn the_physical_codec_round_trips_train_exec_and_refuses_other_versions() 
         message.contains("codec version 99") && message.contains("reads codec version 2"),
         "{message}"
     );
+}
+
+/// After the first round, an L-BFGS fit on the embedded cluster reads its
+/// rows from the row cache, and the model equals one fitted from the input
+/// every round (a cluster without the cache).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn later_rounds_read_the_row_cache_and_train_the_same_model() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = session(&scratch.path().join("lake"), 3).await;
+    s.execute(SEPARABLE).await.unwrap();
+    let cache = kiln_sql::plan::row_cache::cache();
+    let served = cache.served_batches();
+    s.execute("TRAIN MODEL m USING logistic_regression OPTIONS (l2 = 0.01) LABEL y AS SELECT a, b, y FROM pts")
+        .await
+        .unwrap();
+    assert!(cache.served_batches() > served, "no round read the cache");
+    let registry = kiln_sql::catalog::registry::ModelRegistry::new(s.lake().root());
+    let (trained, card) = registry.load("m", 1).unwrap();
+    assert!(card.epochs.len() > 2, "{} iterations", card.epochs.len());
+
+    let batch = {
+        let result = s.execute("SELECT a, b, y FROM pts").await.unwrap();
+        let mut features = vec![];
+        let mut classes = vec![];
+        for row in rows(&result) {
+            features.extend([row[0].parse::<f32>().unwrap(), row[1].parse().unwrap()]);
+            classes.push(row[2].parse::<u32>().unwrap());
+        }
+        kiln_ml::Batch {
+            features,
+            dims: 2,
+            targets: kiln_ml::Targets::Classes(classes),
+        }
+    };
+    let (fitted, _) = kiln_ml::fit(
+        kiln_ml::ModelType::LogisticRegression,
+        &card.options,
+        &[vec![batch]],
+        Some(2),
+        &kiln_kernels::cpu::CpuBackend::default(),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    for (t, f) in trained.params().iter().zip(fitted.params()) {
+        assert!((t - f).abs() <= 1e-4 * (1.0 + t.abs()), "SQL {t}, fit {f}");
+    }
 }

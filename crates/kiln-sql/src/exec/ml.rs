@@ -752,6 +752,11 @@ pub(crate) async fn train_model(
     } else {
         (options.epochs, "epoch")
     };
+    // On the embedded cluster the rounds' tasks run in this process, which
+    // keeps the converted training rows from the first round to the last.
+    let cache_run = session
+        .is_embedded()
+        .then(|| crate::plan::row_cache::RunGuard(uuid::Uuid::new_v4().to_string()));
     while let Some(round) = driver.next_round() {
         let spec = RoundSpec {
             round,
@@ -759,6 +764,7 @@ pub(crate) async fn train_model(
             features: features.clone(),
             label: train.label.clone(),
             classes: classes.clone(),
+            cache_run: cache_run.as_ref().map(|guard| guard.0.clone()),
         };
         let results = run_round(session, &input, &spec).await?;
         let finished = driver.absorb(results).map_err(ml_error(&statement))?;

@@ -23,6 +23,10 @@ pub struct RoundSpec {
     pub label: Option<String>,
     /// Class values (as text) in index order; `None` for regression / kmeans.
     pub classes: Option<Vec<String>>,
+    /// The training run whose rows the executing process may keep between
+    /// rounds ([`crate::plan::row_cache`]); `None`: read the input every round.
+    #[serde(default)]
+    pub cache_run: Option<String>,
 }
 
 /// The schema every training round returns: one row per input partition.

@@ -5,7 +5,7 @@
 //! each statement's physical plan to the scheduler ([`submit`]), what that
 //! plan needs when each partition of a stage is its own task
 //! ([`task_safety`]), the runtime limits its tasks run under
-//! ([`task_runtime`]), window operators whose flags the codec carries
+//! ([`task_runtime`]), the training rows kept between rounds ([`row_cache`]), window operators whose flags the codec carries
 //! ([`window_flags`]), and the codecs that ship them between client,
 //! scheduler and executors ([`codec`]).
 //!
@@ -15,6 +15,7 @@ pub mod codec;
 pub mod local_stage;
 pub mod logical;
 pub mod physical;
+pub mod row_cache;
 pub mod submit;
 pub mod task_runtime;
 pub mod task_safety;

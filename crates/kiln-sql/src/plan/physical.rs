@@ -28,6 +28,7 @@ use crate::error::ml_error;
 
 use crate::functions::batch::{to_batch, LabelKind};
 use crate::plan::logical::{RoundSpec, TrainRoundNode, ROUND_OUTPUT_SCHEMA};
+use crate::plan::row_cache;
 
 /// Runs one training round on every partition of its input and emits one row
 /// per partition: `(shard, update)`, the shard key of its rows and the update
@@ -108,10 +109,19 @@ impl ExecutionPlan for TrainExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
+        let partitions = self.properties.partitioning.partition_count();
+        let cached = self
+            .spec
+            .cache_run
+            .as_deref()
+            .and_then(|run| row_cache::cache().rows(run, partition, partitions));
+        let input = match cached {
+            Some(rows) => RoundInput::Cached(rows),
+            None => RoundInput::Stream(self.input.execute(partition, context)?),
+        };
         let spec = Arc::clone(&self.spec);
         let future = async move {
-            let (shard, update) = run_round(&spec, input).await?;
+            let (shard, update) = run_round(&spec, input, partition).await?;
             log::debug!(
                 "TrainExec round {} partition {partition}: shard {shard:016x}, {} update bytes",
                 spec.round.number,
@@ -147,11 +157,19 @@ fn label_kind(spec: &RoundSpec) -> Option<LabelKind> {
     })
 }
 
+/// A partition's rows for a round: read from the input, or kept from an
+/// earlier round of the same run.
+enum RoundInput {
+    Stream(SendableRecordBatchStream),
+    Cached(Arc<Vec<kiln_ml::Batch>>),
+}
+
 /// Runs one round over a partition's rows; returns the partition's shard key
 /// ([`kiln_ml::data::Batch::shard_key`] of its first batch) and its update.
 async fn run_round(
     spec: &RoundSpec,
-    mut input: SendableRecordBatchStream,
+    input: RoundInput,
+    partition_index: usize,
 ) -> Result<(u64, Vec<u8>)> {
     let backend = kiln_ml::device::backend(spec.options.device)
         .map_err(ml_error("training round: device"))?;
@@ -171,15 +189,38 @@ async fn run_round(
         )
     };
     let mut partition = PartitionRound::new(&spec.round, &spec.options);
-    let mut first = true;
-    while let Some(batch) = input.next().await {
-        let batch = convert(&batch?)?;
-        if std::mem::take(&mut first) {
-            log_first_batch(&batch);
+    match input {
+        RoundInput::Cached(rows) => {
+            for batch in rows.iter() {
+                partition
+                    .feed(backend, batch.clone())
+                    .map_err(ml_error("training round"))?;
+            }
         }
-        partition
-            .feed(backend, batch)
-            .map_err(ml_error("training round"))?;
+        RoundInput::Stream(mut input) => {
+            let cache = row_cache::cache();
+            let mut kept = spec.cache_run.as_ref().map(|run| (run, Vec::new()));
+            let mut first = true;
+            while let Some(batch) = input.next().await {
+                let batch = convert(&batch?)?;
+                if std::mem::take(&mut first) {
+                    log_first_batch(&batch);
+                }
+                if let Some((run, batches)) = &mut kept {
+                    if cache.reserve(run, &batch) {
+                        batches.push(batch.clone());
+                    } else {
+                        kept = None;
+                    }
+                }
+                partition
+                    .feed(backend, batch)
+                    .map_err(ml_error("training round"))?;
+            }
+            if let Some((run, batches)) = kept {
+                cache.store(run, partition_index, batches);
+            }
+        }
     }
     let result = partition.finish();
     Ok((result.shard, to_json(&result.outcome)?))
