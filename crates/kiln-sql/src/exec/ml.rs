@@ -14,9 +14,10 @@ use datafusion::logical_expr::{Extension, LogicalPlan};
 use kiln_ml::driver::CENTROID_SAMPLE_ROWS;
 use kiln_ml::metrics::{self, Metrics};
 use kiln_ml::options::{ModelType, Solver, TaskChoice};
-use kiln_ml::{Driver, EpochRecord, Model, PartitionResult, Task, TrainOptions};
+use kiln_ml::{Driver, Model, PartitionResult, Task, TrainOptions};
 
 use super::checks::checks_before_training;
+use super::progress::TrainingProgress;
 use super::transform::fit_transforms;
 use crate::catalog::quote::quote_ident as quote;
 use crate::catalog::registry::{validate_model_name, FeatureColumn, ModelCard};
@@ -757,6 +758,7 @@ pub(crate) async fn train_model(
     let cache_run = session
         .is_embedded()
         .then(|| crate::plan::row_cache::RunGuard(uuid::Uuid::new_v4().to_string()));
+    let progress = TrainingProgress::new(session.progress(), &train.name, step, total_epochs);
     while let Some(round) = driver.next_round() {
         let spec = RoundSpec {
             round,
@@ -769,16 +771,17 @@ pub(crate) async fn train_model(
         let results = run_round(session, &input, &spec).await?;
         let finished = driver.absorb(results).map_err(ml_error(&statement))?;
         for record in &finished {
-            report_epoch(session, &train.name, record, step, total_epochs);
+            progress.record(record);
         }
         if driver.stopped_early() {
             let last = finished.last().map_or(0, |r| r.epoch);
-            eprintln_if(
-                session.progress(),
-                format!("model {}: early stop after epoch {last}", train.name),
-            );
+            progress.line(format!(
+                "model {}: early stop after epoch {last}",
+                train.name
+            ));
         }
     }
+    drop(progress);
     let how = match (options.solver, driver.lbfgs_stop()) {
         (Solver::Normal, _) => "normal equations".to_string(),
         (_, Some(stop)) => format!(
@@ -825,25 +828,6 @@ pub(crate) async fn train_model(
         card.epochs.len(),
         started.elapsed().as_secs_f64()
     )))
-}
-
-pub(crate) fn report_epoch(
-    session: &KilnSession,
-    name: &str,
-    record: &EpochRecord,
-    step: &str,
-    steps: usize,
-) {
-    let mut line = format!(
-        "model {name}: {step} {}/{steps} loss {:.6}",
-        record.epoch, record.train_loss
-    );
-    if let Some(v) = &record.validation {
-        for (k, value) in v.values.iter().take(2) {
-            line.push_str(&format!(" validation_{k} {value:.6}"));
-        }
-    }
-    eprintln_if(session.progress(), line);
 }
 
 /// Runs one round as a Ballista job: one [`PartitionResult`] per input partition.
@@ -915,12 +899,6 @@ fn task_name(task: Task) -> String {
         Task::BinaryClassification => "binary_classification".into(),
         Task::MulticlassClassification { classes } => format!("classification ({classes} classes)"),
         Task::Clustering { k } => format!("clustering (k = {k})"),
-    }
-}
-
-fn eprintln_if(enabled: bool, line: String) {
-    if enabled {
-        eprintln!("{line}");
     }
 }
 

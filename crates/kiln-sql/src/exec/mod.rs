@@ -2,7 +2,7 @@
 //! functions over a [`KilnSession`]: [`ddl`] (lake tables: create, insert,
 //! partitions, drop, show, describe), [`sql`] (every other DataFusion
 //! statement), [`ml`] (train, evaluate, predict, models), [`transform`]
-//! (fitting TRANSFORM), [`checks`] (governance checks), [`ingest`]
+//! (fitting TRANSFORM; training progress in `progress`), [`checks`] (governance checks), [`ingest`]
 //! (incremental loads), and [`diagnostics`] (errors that name the fix).
 //!
 //! Imports from `parse`, `plan`, `functions` and `catalog`, never the reverse.
@@ -12,6 +12,7 @@ pub mod ddl;
 pub mod diagnostics;
 pub mod ingest;
 pub mod ml;
+mod progress;
 pub mod sql;
 pub mod transform;
 
