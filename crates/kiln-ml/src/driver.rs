@@ -349,10 +349,15 @@ impl Driver {
             }
             if self.uses_lbfgs() {
                 let start = self.model.params().iter().map(|v| *v as f64).collect();
-                self.lbfgs = Some(Lbfgs::new(
+                let penalized = (0..self.model.params().len())
+                    .map(|i| self.penalized(i))
+                    .collect();
+                self.lbfgs = Some(Lbfgs::with_l1(
                     start,
                     self.options.tol,
                     self.options.max_iterations,
+                    self.options.l1 as f64,
+                    penalized,
                 ));
                 self.phase = Phase::Lbfgs;
             } else {

@@ -5,7 +5,9 @@
 //! [`HISTORY`] steps (two-loop recursion), a backtracking line search with
 //! the Armijo condition and safeguarded quadratic interpolation. Meant for
 //! the convex objectives of linear, logistic and softmax regression; works
-//! on any smooth objective.
+//! on any smooth objective. With an L1 term it is OWL-QN (Andrew and Gao,
+//! 2007): steps follow the pseudo-gradient and stay in one orthant, so
+//! weights reach exactly zero.
 
 use std::collections::VecDeque;
 
@@ -42,6 +44,8 @@ pub enum Progress {
 
 struct Search {
     direction: Vec<f64>,
+    /// OWL-QN: the orthant the step must stay in (sign per coordinate).
+    orthant: Vec<f64>,
     /// Directional derivative at the start point.
     slope: f64,
     step: f64,
@@ -51,6 +55,9 @@ struct Search {
 pub struct Lbfgs {
     tolerance: f64,
     max_iterations: usize,
+    /// L1 strength and which coordinates it applies to (OWL-QN when > 0).
+    l1: f64,
+    penalized: Vec<bool>,
     /// The accepted point, its objective and gradient (`None` before the first evaluation).
     x: Vec<f64>,
     at_x: Option<(f64, Vec<f64>)>,
@@ -67,9 +74,23 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 impl Lbfgs {
     pub fn new(start: Vec<f64>, tolerance: f64, max_iterations: usize) -> Self {
+        Self::with_l1(start, tolerance, max_iterations, 0.0, vec![])
+    }
+
+    /// Minimizes `f(x) + l1 · Σ |x_i|` over the `penalized` coordinates;
+    /// [`tell`](Lbfgs::tell) still takes the smooth `f` and its gradient.
+    pub fn with_l1(
+        start: Vec<f64>,
+        tolerance: f64,
+        max_iterations: usize,
+        l1: f64,
+        penalized: Vec<bool>,
+    ) -> Self {
         Self {
             tolerance,
             max_iterations,
+            l1,
+            penalized,
             trial: start.clone(),
             x: start,
             at_x: None,
@@ -94,11 +115,72 @@ impl Lbfgs {
         self.stopped
     }
 
-    /// Takes the objective and gradient at [`point`](Lbfgs::point).
+    fn l1_at(&self, x: &[f64]) -> f64 {
+        if self.l1 <= 0.0 {
+            return 0.0;
+        }
+        let sum: f64 = x
+            .iter()
+            .zip(&self.penalized)
+            .filter(|(_, p)| **p)
+            .map(|(v, _)| v.abs())
+            .sum();
+        self.l1 * sum
+    }
+
+    /// The steepest-descent direction's negative for `f + l1·|x|₁` at `x`
+    /// (the gradient where the L1 term is differentiable, the smallest
+    /// subgradient at zero).
+    fn pseudo_gradient(&self, x: &[f64], g: &[f64]) -> Vec<f64> {
+        if self.l1 <= 0.0 {
+            return g.to_vec();
+        }
+        x.iter()
+            .zip(g)
+            .zip(&self.penalized)
+            .map(|((&x, &g), &penalized)| {
+                if !penalized {
+                    g
+                } else if x > 0.0 {
+                    g + self.l1
+                } else if x < 0.0 {
+                    g - self.l1
+                } else if g + self.l1 < 0.0 {
+                    g + self.l1
+                } else if g - self.l1 > 0.0 {
+                    g - self.l1
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    /// `x + t·d`, with OWL-QN's coordinates that left their orthant set to 0.
+    fn trial_point(&self, step: f64, search: &Search) -> Vec<f64> {
+        self.x
+            .iter()
+            .zip(&search.direction)
+            .enumerate()
+            .map(|(i, (x, d))| {
+                let v = x + step * d;
+                let leaves = self.l1 > 0.0 && self.penalized[i] && v * search.orthant[i] <= 0.0;
+                if leaves {
+                    0.0
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
+    /// Takes the objective and gradient at [`point`](Lbfgs::point) (without
+    /// the L1 term, which this adds).
     pub fn tell(&mut self, objective: f64, gradient: Vec<f64>) -> Progress {
         if let Some(stop) = self.stopped {
             return Progress::Done(stop);
         }
+        let objective = objective + self.l1_at(&self.trial);
         let finite = objective.is_finite() && gradient.iter().all(|g| g.is_finite());
         let Some((f, g)) = self.at_x.take() else {
             // The starting point.
@@ -108,9 +190,20 @@ impl Lbfgs {
             self.at_x = Some((objective, gradient));
             return self.start_search(true);
         };
-        let search = self.search.as_mut().expect("a search runs after the start");
+        let mut search = self.search.take().expect("a search runs after the start");
         search.evaluations += 1;
-        let decrease_needed = f + ARMIJO * search.step * search.slope;
+        let predicted: f64 = if self.l1 > 0.0 {
+            let pg = self.pseudo_gradient(&self.x, &g);
+            self.trial
+                .iter()
+                .zip(&self.x)
+                .zip(&pg)
+                .map(|((t, x), p)| (t - x) * p)
+                .sum()
+        } else {
+            search.step * search.slope
+        };
+        let decrease_needed = f + ARMIJO * predicted;
         if !(finite && objective <= decrease_needed) {
             self.at_x = Some((f, g));
             if search.evaluations >= MAX_SEARCH_EVALUATIONS {
@@ -126,12 +219,8 @@ impl Lbfgs {
                 0.1 * t
             };
             search.step = next;
-            self.trial = self
-                .x
-                .iter()
-                .zip(&search.direction)
-                .map(|(x, d)| x + next * d)
-                .collect();
+            self.trial = self.trial_point(next, &search);
+            self.search = Some(search);
             return Progress::Searching;
         }
         // Accepted.
@@ -147,7 +236,10 @@ impl Lbfgs {
         self.x = std::mem::take(&mut self.trial);
         self.iteration += 1;
         let relative_decrease = (f - objective) / f.abs().max(objective.abs()).max(1.0);
-        let gradient_max = gradient.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let gradient_max = self
+            .pseudo_gradient(&self.x, &gradient)
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
         self.at_x = Some((objective, gradient));
         let progress = Progress::Iterated {
             iteration: self.iteration,
@@ -172,7 +264,8 @@ impl Lbfgs {
 
     /// A new direction from the accepted point by the two-loop recursion.
     fn start_search(&mut self, first: bool) -> Progress {
-        let (_, g) = self.at_x.as_ref().expect("evaluated");
+        let (_, smooth) = self.at_x.as_ref().expect("evaluated");
+        let g = &self.pseudo_gradient(&self.x, smooth);
         if g.iter().all(|v| *v == 0.0) {
             return self.stop(Stop::Converged);
         }
@@ -193,6 +286,14 @@ impl Lbfgs {
                 .zip(s)
                 .for_each(|(qi, si)| *qi += (alpha - beta) * si);
         }
+        if self.l1 > 0.0 {
+            // OWL-QN: keep only the components that descend along the pseudo-gradient.
+            q.iter_mut().zip(g).for_each(|(d, p)| {
+                if *d * -p <= 0.0 {
+                    *d = 0.0;
+                }
+            });
+        }
         let mut slope = dot(g, &q);
         if slope >= 0.0 {
             // Not a descent direction (rounding): start over from steepest descent.
@@ -205,13 +306,21 @@ impl Lbfgs {
         } else {
             1.0
         };
-        self.trial = self.x.iter().zip(&q).map(|(x, d)| x + step * d).collect();
-        self.search = Some(Search {
+        let orthant = self
+            .x
+            .iter()
+            .zip(g)
+            .map(|(x, p)| if *x != 0.0 { x.signum() } else { -p.signum() })
+            .collect();
+        let search = Search {
             direction: q,
+            orthant,
             slope,
             step,
             evaluations: 0,
-        });
+        };
+        self.trial = self.trial_point(step, &search);
+        self.search = Some(search);
         Progress::Searching
     }
 }
@@ -273,6 +382,37 @@ mod tests {
         assert_eq!(stop, Stop::Converged);
         assert!(x.iter().all(|v| (v - 2.0).abs() < 1e-3), "{x:?}");
         assert!(evaluations < 100, "{evaluations}");
+    }
+
+    #[test]
+    fn owlqn_soft_thresholds_to_exact_zeros() {
+        // ½‖x − c‖² + λ‖x‖₁ is minimized by the soft threshold of c.
+        let c = [3.0, -0.5, 0.2, -2.0, 1.0];
+        let l1 = 0.6;
+        let mut lbfgs = Lbfgs::with_l1(
+            vec![0.0; 5],
+            1e-12,
+            200,
+            l1,
+            vec![true, true, true, true, false],
+        );
+        let mut evaluations = 0;
+        loop {
+            let x = lbfgs.point().to_vec();
+            let value = x.iter().zip(&c).map(|(v, c)| 0.5 * (v - c).powi(2)).sum();
+            let gradient = x.iter().zip(&c).map(|(v, c)| v - c).collect();
+            evaluations += 1;
+            if let Progress::Done(_) = lbfgs.tell(value, gradient) {
+                break;
+            }
+            assert!(evaluations < 1000);
+        }
+        let x = lbfgs.best();
+        let expected = [2.4, 0.0, 0.0, -1.4, 1.0];
+        for (got, want) in x.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-6, "{x:?}");
+        }
+        assert_eq!((x[1], x[2]), (0.0, 0.0), "exact zeros");
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl ModelType {
             "tol",
         ];
         let extra: &[&str] = match self {
-            Self::LinearRegression => &["solver"],
+            Self::LinearRegression => &["solver", "l1"],
             Self::Mlp => &["hidden_units", "activation", "dropout", "task"],
             Self::Cnn => &[
                 "input_shape",
@@ -66,7 +66,7 @@ impl ModelType {
                 "dropout",
                 "task",
             ],
-            Self::LogisticRegression | Self::SoftmaxRegression => &[],
+            Self::LogisticRegression | Self::SoftmaxRegression => &["l1"],
             Self::Kmeans => {
                 return vec![
                     "epochs",
@@ -161,7 +161,7 @@ const MINI_BATCH_OPTIONS: [&str; 5] = [
     "momentum",
     "early_stopping_patience",
 ];
-/// Options that only L-BFGS uses.
+/// Options that only L-BFGS uses (and `l1` above zero, which OWL-QN solves).
 const LBFGS_OPTIONS: [&str; 2] = ["max_iterations", "tol"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -218,6 +218,9 @@ pub struct TrainOptions {
     /// what those models did.
     #[serde(default)]
     pub standardize: bool,
+    /// L1 on the weights (OWL-QN; linear models with `optimizer = 'lbfgs'`).
+    #[serde(default)]
+    pub l1: f32,
     /// L-BFGS: most accepted steps.
     #[serde(default = "default_max_iterations")]
     pub max_iterations: usize,
@@ -270,6 +273,7 @@ impl Default for TrainOptions {
             pool: default_pool(),
             augment: Augment::default(),
             standardize: true,
+            l1: 0.0,
             max_iterations: default_max_iterations(),
             tol: default_tolerance(),
         }
@@ -373,15 +377,16 @@ impl TrainOptions {
                     }
                     o.learning_rate = n as f32;
                 }
-                "momentum" | "l2" | "dropout" | "validation_fraction" => {
+                "momentum" | "l1" | "l2" | "dropout" | "validation_fraction" => {
                     let n = number(&key, value)?;
-                    let upper = if key == "l2" { f64::MAX } else { 1.0 };
+                    let unbounded = key == "l1" || key == "l2";
+                    let upper = if unbounded { f64::MAX } else { 1.0 };
                     if !(0.0..upper).contains(&n) {
                         return Err(invalid(
                             &key,
                             &format!(
                                 "must be in [0, {}{}",
-                                if key == "l2" { "∞" } else { "1" },
+                                if unbounded { "∞" } else { "1" },
                                 ")"
                             ),
                             value,
@@ -389,6 +394,7 @@ impl TrainOptions {
                     }
                     match key.as_str() {
                         "momentum" => o.momentum = n as f32,
+                        "l1" => o.l1 = n as f32,
                         "l2" => o.l2 = n as f32,
                         "dropout" => o.dropout = n as f32,
                         _ => o.validation_fraction = n as f32,
@@ -557,7 +563,8 @@ impl TrainOptions {
         if model_type == ModelType::LinearRegression && given("solver").is_none() {
             let gradient_chosen = given("optimizer").is_some()
                 || mini_batch_option.is_some()
-                || LBFGS_OPTIONS.iter().any(|o| given(o).is_some());
+                || LBFGS_OPTIONS.iter().any(|o| given(o).is_some())
+                || self.l1 > 0.0;
             self.solver = if gradient_chosen {
                 Solver::Sgd
             } else {
@@ -575,6 +582,7 @@ impl TrainOptions {
             if let Some((key, value)) = given("optimizer")
                 .or(mini_batch_option)
                 .or(LBFGS_OPTIONS.iter().find_map(|o| given(o)))
+                .or(given("l1").filter(|_| self.l1 > 0.0))
             {
                 return Err(invalid(
                     key,
@@ -602,7 +610,11 @@ impl TrainOptions {
                     value,
                 ));
             }
-        } else if let Some((key, value)) = LBFGS_OPTIONS.iter().find_map(|o| given(o)) {
+        } else if let Some((key, value)) = LBFGS_OPTIONS
+            .iter()
+            .find_map(|o| given(o))
+            .or(given("l1").filter(|_| self.l1 > 0.0))
+        {
             return Err(invalid(
                 key,
                 &format!(
@@ -725,6 +737,13 @@ mod tests {
             .solver,
             Solver::Sgd
         );
+        // L1 is solved by OWL-QN: linear regression leaves the normal equations.
+        let o = TrainOptions::parse(
+            ModelType::LinearRegression,
+            &pairs(&[("l1", OptionValue::Number(0.1))]),
+        )
+        .unwrap();
+        assert_eq!((o.solver, o.optimizer), (Solver::Sgd, OptimizerKind::Lbfgs));
         assert_eq!(
             TrainOptions::parse(ModelType::Mlp, &[]).unwrap().optimizer,
             OptimizerKind::Adam
@@ -758,6 +777,22 @@ mod tests {
                     ("epochs", OptionValue::Number(3.0)),
                 ],
                 "option 'epochs' does not apply to solver 'normal'",
+            ),
+            (
+                ModelType::LogisticRegression,
+                vec![
+                    ("optimizer", OptionValue::Text("adam".into())),
+                    ("l1", OptionValue::Number(0.1)),
+                ],
+                "option 'l1' applies to optimizer 'lbfgs' only",
+            ),
+            (
+                ModelType::LinearRegression,
+                vec![
+                    ("solver", OptionValue::Text("normal".into())),
+                    ("l1", OptionValue::Number(0.1)),
+                ],
+                "option 'l1' does not apply to solver 'normal'",
             ),
         ] {
             let err = TrainOptions::parse(model_type, &pairs(&bad))

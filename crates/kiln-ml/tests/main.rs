@@ -916,3 +916,44 @@ fn standardization_travels_with_the_model() {
         .unwrap();
     assert!(r2 > 0.999_999, "r2 {r2}");
 }
+
+/// `l1` (OWL-QN) zeroes the weights of features that carry no signal and
+/// keeps the informative ones.
+#[test]
+fn l1_selects_the_informative_features() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let (rows, dims) = (3000, 6);
+    let x: Vec<f32> = (0..rows * dims).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let y = x
+        .chunks(dims)
+        .map(|r| u32::from(2.0 * r[0] - 1.5 * r[1] + 0.3 * rng.gen_range(-1.0f32..1.0) > 0.0))
+        .collect();
+    let data = Batch {
+        features: x,
+        dims,
+        targets: Targets::Classes(y),
+    };
+    let o = TrainOptions::parse(
+        ModelType::LogisticRegression,
+        &[("l1".to_string(), kiln_ml::OptionValue::Number(0.02))],
+    )
+    .unwrap();
+    let (model, _) = fit(
+        ModelType::LogisticRegression,
+        &o,
+        &partitions(&data, 2),
+        Some(2),
+        &cpu(),
+        None,
+        |_| {},
+    )
+    .unwrap();
+    let (weights, _) = model.linear_coefficients().unwrap();
+    assert!(weights[0] > 1.0 && weights[1] < -1.0, "{weights:?}");
+    assert!(weights[2..].iter().all(|w| *w == 0.0), "{weights:?}");
+    let accuracy = evaluate(&model, &cpu(), &data)
+        .unwrap()
+        .get("accuracy")
+        .unwrap();
+    assert!(accuracy > 0.9, "{accuracy}");
+}
