@@ -132,89 +132,43 @@ fn network_gradients_match_finite_differences() {
 }
 
 #[test]
-fn linear_regression_recovers_coefficients_with_both_solvers() {
+fn linear_regression_recovers_coefficients_with_every_solver() {
     let (data, coefficients, intercept) = linear_data(2000);
-    let normal = options(|o| o.solver = Solver::Normal);
-    let (model, _) = fit(
-        ModelType::LinearRegression,
-        &normal,
-        &partitions(&data, 4),
-        None,
-        &cpu(),
-        None,
-        |_| {},
-    )
-    .unwrap();
-    let p = in_original_units(&model);
-    for i in 0..3 {
-        assert!(
-            (p[i] - coefficients[i] as f64).abs() < 1e-3,
-            "normal w{i} = {}",
-            p[i]
-        );
+    let solvers = [
+        ("normal", options(|o| o.solver = Solver::Normal), 4),
+        (
+            "sgd",
+            options(|o| {
+                o.optimizer = OptimizerKind::Sgd;
+                o.epochs = 60;
+                o.batch_size = 32;
+                o.learning_rate = 0.1;
+            }),
+            2,
+        ),
+        ("lbfgs", options(|o| o.optimizer = OptimizerKind::Lbfgs), 3),
+    ];
+    for (name, solver, parts) in solvers {
+        let (model, history) = fit(
+            ModelType::LinearRegression,
+            &solver,
+            &partitions(&data, parts),
+            None,
+            &cpu(),
+            None,
+            |_| {},
+        )
+        .unwrap();
+        let p = in_original_units(&model);
+        let expected = coefficients.iter().chain([&intercept]);
+        for (i, (got, want)) in p.iter().zip(expected).enumerate() {
+            assert!(
+                (got - *want as f64).abs() < 1e-3,
+                "{name}: parameter {i} = {got} (last epoch {:?})",
+                history.epochs.last()
+            );
+        }
     }
-    assert!(
-        (p[3] - intercept as f64).abs() < 1e-3,
-        "normal intercept {}",
-        p[3]
-    );
-
-    let sgd = options(|o| {
-        o.optimizer = OptimizerKind::Sgd;
-        o.epochs = 60;
-        o.batch_size = 32;
-        o.learning_rate = 0.1;
-    });
-    let (model, history) = fit(
-        ModelType::LinearRegression,
-        &sgd,
-        &partitions(&data, 2),
-        None,
-        &cpu(),
-        None,
-        |_| {},
-    )
-    .unwrap();
-    let p = in_original_units(&model);
-    for i in 0..3 {
-        assert!(
-            (p[i] - coefficients[i] as f64).abs() < 1e-3,
-            "sgd w{i} = {} (history {:?})",
-            p[i],
-            history.epochs.last()
-        );
-    }
-    assert!(
-        (p[3] - intercept as f64).abs() < 1e-3,
-        "sgd intercept {}",
-        p[3]
-    );
-
-    let lbfgs = options(|o| o.optimizer = OptimizerKind::Lbfgs);
-    let (model, history) = fit(
-        ModelType::LinearRegression,
-        &lbfgs,
-        &partitions(&data, 3),
-        None,
-        &cpu(),
-        None,
-        |_| {},
-    )
-    .unwrap();
-    let p = in_original_units(&model);
-    for i in 0..3 {
-        assert!(
-            (p[i] - coefficients[i] as f64).abs() < 1e-3,
-            "lbfgs w{i} = {} after {} iterations",
-            p[i],
-            history.epochs.len()
-        );
-    }
-    assert!(
-        (p[3] - intercept as f64).abs() < 1e-3,
-        "lbfgs intercept {}",
-        p[3]
-    );
 }
 
 /// A linear model's weights then intercept, in the features' own units.
