@@ -95,6 +95,12 @@ enum Command {
         /// Write the results as CSV here.
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// As for `run` (Kiln's peak is then this client's; the executors'
+        /// memory is theirs to report).
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(long, env = "KILN_TOKEN")]
+        token: Option<String>,
     },
 }
 
@@ -137,9 +143,11 @@ async fn sorts(
     dir: &Path,
     iterations: usize,
     csv_out: Option<PathBuf>,
+    cluster: Option<String>,
+    token: Option<String>,
 ) -> datafusion::error::Result<()> {
     let partitions = cores();
-    let kiln = open_lake(dir, sf, partitions, None, None).await?;
+    let kiln = open_lake(dir, sf, partitions, cluster, token).await?;
     let plain = plain_datafusion(
         &kiln,
         SessionConfig::new().with_target_partitions(partitions),
@@ -217,7 +225,9 @@ async fn main() -> datafusion::error::Result<()> {
             dir,
             iterations,
             csv,
-        } => sorts(sf, &dir, iterations, csv).await,
+            cluster,
+            token,
+        } => sorts(sf, &dir, iterations, csv, cluster, token).await,
         Command::Run {
             sf,
             dir,
