@@ -227,6 +227,9 @@ pub struct Driver {
     model: Model,
     options: TrainOptions,
     lbfgs: Option<Lbfgs>,
+    /// Which parameters are weights (penalized by l1 / l2), not biases; set
+    /// when L-BFGS starts.
+    weights: Vec<bool>,
     phase: Phase,
     awaiting: Option<Round>,
     epochs: Vec<EpochRecord>,
@@ -234,7 +237,6 @@ pub struct Driver {
     best: Option<(f64, Vec<f32>)>,
     since_best: usize,
     stopped_early: bool,
-    stop: Option<Stop>,
 }
 
 impl Driver {
@@ -287,13 +289,13 @@ impl Driver {
             model,
             options,
             lbfgs: None,
+            weights: vec![],
             awaiting: None,
             epochs: vec![],
             rows_seen: 0,
             best: None,
             since_best: 0,
             stopped_early: false,
-            stop: None,
         }
     }
 
@@ -349,15 +351,13 @@ impl Driver {
             }
             if self.uses_lbfgs() {
                 let start = self.model.params().iter().map(|v| *v as f64).collect();
-                let penalized = (0..self.model.params().len())
-                    .map(|i| self.penalized(i))
-                    .collect();
+                self.weights = self.weight_mask();
                 self.lbfgs = Some(Lbfgs::with_l1(
                     start,
                     self.options.tol,
                     self.options.max_iterations,
                     self.options.l1 as f64,
-                    penalized,
+                    self.weights.clone(),
                 ));
                 self.phase = Phase::Lbfgs;
             } else {
@@ -439,11 +439,14 @@ impl Driver {
                 // mini-batch optimizers' weight decay.
                 let l2 = self.options.l2 as f64;
                 if l2 > 0.0 {
-                    for (index, (value, g)) in point.iter().zip(gradient.iter_mut()).enumerate() {
-                        if self.penalized(index) {
-                            objective += 0.5 * l2 * (*value as f64).powi(2);
-                            *g += l2 * *value as f64;
-                        }
+                    for ((value, g), _) in point
+                        .iter()
+                        .zip(gradient.iter_mut())
+                        .zip(&self.weights)
+                        .filter(|(_, weight)| **weight)
+                    {
+                        objective += 0.5 * l2 * (*value as f64).powi(2);
+                        *g += l2 * *value as f64;
                     }
                 }
                 let lbfgs = self
@@ -495,8 +498,7 @@ impl Driver {
                     .map(|v| *v as f32)
                     .collect();
                 self.model.set_params(best);
-                if let Some(stop) = self.lbfgs.as_ref().and_then(Lbfgs::stopped) {
-                    self.stop = Some(stop);
+                if last {
                     self.phase = Phase::FinalValidation;
                 }
             }
@@ -597,22 +599,47 @@ impl Driver {
         }
     }
 
-    /// Whether parameter `index` is a weight (penalized by l2) rather than a bias.
-    fn penalized(&self, index: usize) -> bool {
-        let Some(network) = &self.model.network else {
-            return false;
-        };
-        let biases = network
-            .conv_ranges()
-            .into_iter()
-            .map(|(_, _, b)| b)
-            .chain((0..network.layers.len()).map(|i| network.layer_ranges(i).1));
-        !biases.into_iter().any(|b| b.contains(&index))
+    /// For each parameter, whether it is a weight (penalized by l1 / l2)
+    /// rather than a bias.
+    fn weight_mask(&self) -> Vec<bool> {
+        let mut mask = vec![true; self.model.params().len()];
+        if let Some(network) = &self.model.network {
+            let biases = network
+                .conv_ranges()
+                .into_iter()
+                .map(|(_, _, b)| b)
+                .chain((0..network.layers.len()).map(|i| network.layer_ranges(i).1));
+            for range in biases {
+                mask[range].iter_mut().for_each(|m| *m = false);
+            }
+        }
+        mask
     }
 
     /// Why L-BFGS stopped (`None` for the other optimizers).
     pub fn lbfgs_stop(&self) -> Option<Stop> {
-        self.stop
+        self.lbfgs.as_ref().and_then(Lbfgs::stopped)
+    }
+
+    /// How this run trains and what a record counts, for progress lines and
+    /// the statement's summary: e.g. `("lbfgs, converged", "iteration")`.
+    pub fn method(&self) -> (String, &'static str) {
+        if self.model.network.is_none() {
+            return ("Lloyd's algorithm".into(), "epoch");
+        }
+        if self.options.solver == Solver::Normal {
+            return ("normal equations".into(), "epoch");
+        }
+        if !self.uses_lbfgs() {
+            return (self.options.optimizer.name().into(), "epoch");
+        }
+        let stop = match self.lbfgs_stop() {
+            Some(Stop::Converged) => ", converged",
+            Some(Stop::MaxIterations) => ", stopped at max_iterations",
+            Some(Stop::NoProgress) => ", converged to working precision",
+            None => "",
+        };
+        (format!("lbfgs{stop}"), "iteration")
     }
 
     /// Whether training stopped because the validation metric stopped improving.

@@ -194,18 +194,12 @@ impl Model {
             .network
             .as_ref()
             .expect("supervised models have a network");
-        let standardized;
-        let features = match &self.standardization {
-            Some(s) => {
-                standardized = {
-                    let mut f = batch.features.clone();
-                    s.apply(&mut f);
-                    f
-                };
-                &standardized
-            }
-            None => &batch.features,
-        };
+        let standardized = self.standardization.as_ref().map(|s| {
+            let mut features = batch.features.clone();
+            s.apply(&mut features);
+            features
+        });
+        let features = standardized.as_deref().unwrap_or(&batch.features);
         let pass = network.forward(backend, features, rows, None)?;
         let logits = pass.logits();
         Ok(match self.task {

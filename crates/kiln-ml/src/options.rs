@@ -547,6 +547,10 @@ impl TrainOptions {
     ) -> Result<()> {
         let given = |name: &str| pairs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name));
         let mini_batch_option = MINI_BATCH_OPTIONS.iter().find_map(|o| given(o));
+        let lbfgs_option = LBFGS_OPTIONS
+            .iter()
+            .find_map(|o| given(o))
+            .or(given("l1").filter(|_| self.l1 > 0.0));
         let linear = matches!(
             model_type,
             ModelType::LinearRegression
@@ -563,8 +567,7 @@ impl TrainOptions {
         if model_type == ModelType::LinearRegression && given("solver").is_none() {
             let gradient_chosen = given("optimizer").is_some()
                 || mini_batch_option.is_some()
-                || LBFGS_OPTIONS.iter().any(|o| given(o).is_some())
-                || self.l1 > 0.0;
+                || lbfgs_option.is_some();
             self.solver = if gradient_chosen {
                 Solver::Sgd
             } else {
@@ -579,11 +582,7 @@ impl TrainOptions {
                     &OptionValue::Text("normal".into()),
                 ));
             }
-            if let Some((key, value)) = given("optimizer")
-                .or(mini_batch_option)
-                .or(LBFGS_OPTIONS.iter().find_map(|o| given(o)))
-                .or(given("l1").filter(|_| self.l1 > 0.0))
-            {
+            if let Some((key, value)) = given("optimizer").or(mini_batch_option).or(lbfgs_option) {
                 return Err(invalid(
                     key,
                     "does not apply to solver 'normal', which solves exactly in one pass; \
@@ -610,11 +609,7 @@ impl TrainOptions {
                     value,
                 ));
             }
-        } else if let Some((key, value)) = LBFGS_OPTIONS
-            .iter()
-            .find_map(|o| given(o))
-            .or(given("l1").filter(|_| self.l1 > 0.0))
-        {
+        } else if let Some((key, value)) = lbfgs_option {
             return Err(invalid(
                 key,
                 &format!(

@@ -320,36 +320,32 @@ impl GradientSums {
         if let Some(s) = &model.standardization {
             s.apply_to_batch(&mut batch);
         }
+        if batch.rows() <= GRADIENT_CHUNK_ROWS {
+            return self.add_chunk(model, backend, &batch);
+        }
+        let rows: Vec<usize> = (0..batch.rows()).collect();
+        for chunk in rows.chunks(GRADIENT_CHUNK_ROWS) {
+            self.add_chunk(model, backend, &batch.gather(chunk))?;
+        }
+        Ok(())
+    }
+
+    fn add_chunk(&mut self, model: &Model, backend: &dyn Backend, part: &Batch) -> Result<()> {
         let network = model
             .network
             .as_ref()
             .expect("gradient-trained models have a network");
-        let rows: Vec<usize> = (0..batch.rows()).collect();
-        for chunk in rows.chunks(GRADIENT_CHUNK_ROWS) {
-            let part = if chunk.len() == batch.rows() {
-                std::mem::replace(
-                    &mut batch,
-                    Batch {
-                        features: vec![],
-                        dims: 0,
-                        targets: Targets::None,
-                    },
-                )
-            } else {
-                batch.gather(chunk)
-            };
-            let n = part.rows();
-            let pass = network.forward(backend, &part.features, n, None)?;
-            let mut grad = vec![0.0; pass.logits().len()];
-            let loss = model.loss(backend, pass.logits(), &part.targets, &mut grad)?;
-            let grads = network.backward(backend, &part.features, n, &pass, grad)?;
-            self.gradient
-                .iter_mut()
-                .zip(&grads)
-                .for_each(|(s, g)| *s += *g as f64 * n as f64);
-            self.loss_sum += loss as f64 * n as f64;
-            self.rows += n as u64;
-        }
+        let n = part.rows();
+        let pass = network.forward(backend, &part.features, n, None)?;
+        let mut grad = vec![0.0; pass.logits().len()];
+        let loss = model.loss(backend, pass.logits(), &part.targets, &mut grad)?;
+        let grads = network.backward(backend, &part.features, n, &pass, grad)?;
+        self.gradient
+            .iter_mut()
+            .zip(&grads)
+            .for_each(|(s, g)| *s += *g as f64 * n as f64);
+        self.loss_sum += loss as f64 * n as f64;
+        self.rows += n as u64;
         Ok(())
     }
 
@@ -457,10 +453,7 @@ impl NormalStats {
             .map(|i| (at(i, i) / rows - mean[i] * mean[i]).max(0.0))
             .collect();
         let constant: Vec<bool> = (0..d)
-            .map(|i| {
-                variance[i] <= 1e-12 * (mean[i] * mean[i]).max(f64::MIN_POSITIVE)
-                    || variance[i] == 0.0
-            })
+            .map(|i| variance[i] <= 1e-12 * (mean[i] * mean[i]).max(f64::MIN_POSITIVE))
             .collect();
         let scale: Vec<f64> = (0..d)
             .map(|i| if constant[i] { 1.0 } else { variance[i].sqrt() })

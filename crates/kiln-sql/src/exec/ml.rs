@@ -406,21 +406,24 @@ fn coefficient_rows(model: &Model, card: &ModelCard) -> Vec<(String, String)> {
     let per_class = intercepts.len() > 1;
     let mut rows = vec![];
     for (o, intercept) in intercepts.iter().enumerate() {
-        let class = match (&card.classes, per_class) {
-            (Some(classes), true) => format!("{}.", classes.get(o).cloned().unwrap_or_default()),
-            _ => String::new(),
-        };
+        let class = card
+            .classes
+            .as_ref()
+            .filter(|_| per_class)
+            .and_then(|c| c.get(o))
+            .map(String::as_str);
         for (i, name) in names.iter().enumerate() {
-            rows.push((
-                format!("coefficient {class}{name}"),
-                format!("{}", weights[o * names.len() + i]),
-            ));
+            let property = match class {
+                Some(class) => format!("coefficient {class}.{name}"),
+                None => format!("coefficient {name}"),
+            };
+            rows.push((property, format!("{}", weights[o * names.len() + i])));
         }
-        let intercept_name = match class.strip_suffix('.') {
+        let property = match class {
             Some(class) => format!("intercept {class}"),
             None => "intercept".to_string(),
         };
-        rows.push((intercept_name, format!("{intercept}")));
+        rows.push((property, format!("{intercept}")));
     }
     rows
 }
@@ -746,12 +749,13 @@ pub(crate) async fn train_model(
             .seed_centroids(sample.iter().flat_map(|b| b.features.chunks(b.dims)))
             .map_err(ml_error(&statement))?;
     }
-    let (total_epochs, step) = if options.solver == Solver::Normal {
-        (1, "epoch")
+    let step = driver.method().1;
+    let total_epochs = if options.solver == Solver::Normal {
+        1
     } else if driver.uses_lbfgs() {
-        (options.max_iterations, "iteration")
+        options.max_iterations
     } else {
-        (options.epochs, "epoch")
+        options.epochs
     };
     // On the embedded cluster the rounds' tasks run in this process, which
     // keeps the converted training rows from the first round to the last.
@@ -782,18 +786,7 @@ pub(crate) async fn train_model(
         }
     }
     drop(progress);
-    let how = match (options.solver, driver.lbfgs_stop()) {
-        (Solver::Normal, _) => "normal equations".to_string(),
-        (_, Some(stop)) => format!(
-            "lbfgs, {}",
-            match stop {
-                kiln_ml::lbfgs::Stop::Converged => "converged",
-                kiln_ml::lbfgs::Stop::MaxIterations => "stopped at max_iterations",
-                kiln_ml::lbfgs::Stop::NoProgress => "converged to working precision",
-            }
-        ),
-        _ => options.optimizer.name().to_string(),
-    };
+    let how = driver.method().0;
     let (model, history) = driver.finish();
     let epochs = history.epochs;
     let rows_seen = history.rows_seen;

@@ -1,9 +1,10 @@
 //! Statements out: one file per statement family, each a set of plain
 //! functions over a [`KilnSession`]: [`ddl`] (lake tables: create, insert,
 //! partitions, drop, show, describe), [`sql`] (every other DataFusion
-//! statement), [`ml`] (train, evaluate, predict, models), [`transform`]
-//! (fitting TRANSFORM; training progress in `progress`), [`checks`] (governance checks), [`ingest`]
-//! (incremental loads), and [`diagnostics`] (errors that name the fix).
+//! statement), [`ml`] (train, evaluate, predict, models; its progress bar
+//! in `progress`), [`transform`] (fitting TRANSFORM), [`checks`] (governance
+//! checks), [`ingest`] (incremental loads), and [`diagnostics`] (errors that
+//! name the fix).
 //!
 //! Imports from `parse`, `plan`, `functions` and `catalog`, never the reverse.
 

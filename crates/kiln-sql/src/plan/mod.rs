@@ -5,7 +5,8 @@
 //! each statement's physical plan to the scheduler ([`submit`]), what that
 //! plan needs when each partition of a stage is its own task
 //! ([`task_safety`]), the runtime limits its tasks run under
-//! ([`task_runtime`]), the training rows kept between rounds ([`row_cache`]), window operators whose flags the codec carries
+//! ([`task_runtime`]), the training rows kept between rounds
+//! ([`row_cache`]), window operators whose flags the codec carries
 //! ([`window_flags`]), and the codecs that ship them between client,
 //! scheduler and executors ([`codec`]).
 //!
